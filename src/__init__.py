@@ -1,0 +1,1 @@
+"""upsampler-gan: does it matter how a GAN generator upsamples?"""

@@ -1,0 +1,83 @@
+"""The GAN as a keras.Model: ``fit`` drives it, so Keras callbacks and progress bars just work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+def _bce(labels: Any, logits: Any) -> Any:
+    return ops.mean(ops.binary_crossentropy(labels, logits, from_logits=True))
+
+
+def _share(flags: Any) -> Any:
+    return ops.mean(ops.cast(flags, "float32"))
+
+
+class GAN(keras.Model):
+    """Generator and discriminator trained adversarially with the non-saturating loss.
+
+    Each ``train_step`` takes one batch of real images, makes a discriminator step on real and
+    generated images, then a generator step on fresh latents (Goodfellow et al. 2014, Sec. 3).
+    """
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.latent_dim = generator.input_shape[-1]
+        # A stateful seed generator: latent draws are reproducible and advance across steps.
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy")
+        }
+
+    def compile(self, d_optimizer: keras.Optimizer, g_optimizer: keras.Optimizer, **kwargs):
+        """Attach one optimizer per network; kwargs (jit_compile, ...) go to Keras."""
+        super().compile(**kwargs)
+        self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
+
+    @property
+    def metrics(self) -> list:
+        """Trackers Keras resets at each epoch start."""
+        return list(self.trackers.values())
+
+    def build_optimizers(self) -> None:
+        """Create both optimizers' slot variables now (needed before restoring their state)."""
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)
+
+    def _latents(self, batch_size: Any) -> Any:
+        return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+
+    def train_step(self, data: Any) -> dict:
+        """One discriminator step, then one generator step, on a batch of real images."""
+        real = data[0] if isinstance(data, tuple) else data
+        batch_size = ops.shape(real)[0]
+
+        fake = self.generator(self._latents(batch_size), training=True)
+        with tf.GradientTape() as tape:
+            real_logits = self.discriminator(real, training=True)
+            fake_logits = self.discriminator(fake, training=True)
+            d_loss = _bce(ops.ones_like(real_logits), real_logits) + _bce(
+                ops.zeros_like(fake_logits), fake_logits
+            )
+        weights = self.discriminator.trainable_variables
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights, strict=True))
+
+        with tf.GradientTape() as tape:
+            logits = self.discriminator(self.generator(self._latents(batch_size), training=True))
+            g_loss = _bce(ops.ones_like(logits), logits)  # non-saturating: maximise log D(G(z))
+        weights = self.generator.trainable_variables
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights, strict=True))
+
+        self.trackers["d_loss"].update_state(d_loss)
+        self.trackers["g_loss"].update_state(g_loss)
+        self.trackers["d_real_accuracy"].update_state(_share(real_logits > 0))
+        self.trackers["d_fake_accuracy"].update_state(_share(fake_logits < 0))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}

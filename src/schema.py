@@ -1,0 +1,188 @@
+"""Structured-config schemas: every config group is validated against one dataclass here.
+
+Hydra rejects unknown keys and wrong types by itself (the configs are structured); the
+``__post_init__`` hooks add the range checks Hydra cannot express, and run when
+``OmegaConf.to_object`` turns the composed config into these dataclasses, before any
+TensorFlow import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message is one line that says what to do."""
+
+
+def project_root() -> str:
+    """Absolute path of the checkout (the folder holding ``src/``), whatever the working dir."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass
+class PathsConfig:
+    root: str = "${project_root:}"
+    cache_dir: str = "${paths.root}/outputs/cache"
+    output_dir: str = "${hydra:runtime.output_dir}"
+
+
+@dataclass
+class UpsamplerConfig:
+    name: str = MISSING
+    factory: str = MISSING
+    kernel_size: int = 3
+    interpolation: str = "nearest"
+    icnr: bool = True
+
+    def __post_init__(self) -> None:
+        from src.upsamplers import FACTORIES  # keras-free at import time
+
+        _require(
+            self.factory in FACTORIES,
+            f"upsampler.factory={self.factory!r} is unknown; use one of {sorted(FACTORIES)}",
+        )
+        _require(self.kernel_size >= 1, "upsampler.kernel_size must be >= 1")
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None
+    method: str = "area"
+    image_size: int = 10
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        from src.data import RESIZE_METHODS
+
+        _require(
+            self.method in RESIZE_METHODS,
+            f"data.method={self.method!r} is unknown; use one of {list(RESIZE_METHODS)}",
+        )
+        _require(self.image_size >= 2, "data.image_size must be >= 2")
+        _require(
+            self.limit is None or self.limit >= 1,
+            f"data.limit={self.limit} must be a positive number of images (or null for all)",
+        )
+
+
+@dataclass
+class GeneratorConfig:
+    latent_dim: int = 100
+    base_channels: int = 128
+    base_size: int = 5
+    leaky_slope: float = 0.2
+
+    def __post_init__(self) -> None:
+        _require(self.latent_dim >= 1, f"generator.latent_dim={self.latent_dim} must be >= 1")
+        _require(self.base_channels >= 1, "generator.base_channels must be >= 1")
+        _require(self.base_size >= 1, "generator.base_size must be >= 1")
+
+
+@dataclass
+class DiscriminatorConfig:
+    filters: list[int] = field(default_factory=lambda: [64, 64])
+    kernel_size: int = 3
+    strides: int = 2
+    leaky_slope: float = 0.2
+    dropout: float = 0.4
+
+    def __post_init__(self) -> None:
+        _require(len(self.filters) >= 1, "discriminator.filters needs at least one layer")
+        _require(all(f >= 1 for f in self.filters), "discriminator.filters must be positive")
+        _require(0.0 <= self.dropout < 1.0, "discriminator.dropout must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    jit_compile: bool = True
+    steps_per_execution: int = 16
+    verbose: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
+        _require(self.batch_size >= 1, f"train.batch_size={self.batch_size} must be >= 1")
+        _require(
+            0.0 < self.learning_rate < 1.0,
+            f"train.learning_rate={self.learning_rate} must be in (0, 1)",
+        )
+        _require(0.0 <= self.beta_1 < 1.0, f"train.beta_1={self.beta_1} must be in [0, 1)")
+        _require(self.steps_per_execution >= 1, "train.steps_per_execution must be >= 1")
+        _require(
+            self.verbose in ("auto", "0", "1", "2"),
+            "train.verbose must be auto, 0, 1 or 2",
+        )
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None
+    experiment: str = "upsamplers"
+    artifact_location: str | None = None
+    sample_seed: int = 1234
+    sample_count: int = 64
+    sample_zoom: int = 4
+
+    def __post_init__(self) -> None:
+        _require(bool(self.experiment.strip()), "tracking.experiment must not be empty")
+        _require(self.sample_count >= 1, "tracking.sample_count must be >= 1")
+        _require(self.sample_zoom >= 1, "tracking.sample_zoom must be >= 1")
+
+
+@dataclass
+class Config:
+    upsampler: UpsamplerConfig = MISSING
+    data: DataConfig = MISSING
+    generator: GeneratorConfig = MISSING
+    discriminator: DiscriminatorConfig = MISSING
+    train: TrainConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(
+            self.generator.base_size * 2 == self.data.image_size,
+            f"generator.base_size={self.generator.base_size} upsampled once gives "
+            f"{2 * self.generator.base_size}px, but data.image_size={self.data.image_size}",
+        )
+        _require(self.seed >= 0, f"seed={self.seed} must be >= 0")
+
+
+GROUP_SCHEMAS: dict[str, type] = {
+    "upsampler": UpsamplerConfig,
+    "data": DataConfig,
+    "generator": GeneratorConfig,
+    "discriminator": DiscriminatorConfig,
+    "train": TrainConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def register() -> None:
+    """Store the schemas in Hydra's ConfigStore; YAML files extend them via ``defaults``."""
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", project_root)
+    store = ConfigStore.instance()
+    store.store(name="schema_config", node=Config)
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(group=f"schema/{group}", name="base", node=schema)
+
+
+def to_settings(cfg: Any) -> Config:
+    """Resolve a composed config into a validated :class:`Config` (raises :class:`ConfigError`)."""
+    return OmegaConf.to_object(cfg)

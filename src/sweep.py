@@ -1,0 +1,61 @@
+"""Hydra callback for multiruns: prepare the MLflow store before jobs, summarise after."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from src import tracking
+
+SWEEP_ID_FILE = "sweep_id.txt"
+
+
+def job_sweep_id(hydra_cfg: Any) -> str | None:
+    """The sweep id of a multirun job (written by :class:`SweepCallback`), ``None`` for a run."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    marker = Path(hydra_cfg.sweep.dir) / SWEEP_ID_FILE
+    return marker.read_text().strip() if marker.is_file() else Path(hydra_cfg.sweep.dir).name
+
+
+class SweepCallback(Callback):
+    """Creates the store and experiment once (fresh sqlite stores race under parallel jobs),
+    names the sweep, and prints one line per run when the sweep ends."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        marker = sweep_dir / SWEEP_ID_FILE
+        if not marker.is_file():
+            marker.write_text(f"{sweep_dir.name}-{secrets.token_hex(3)}\n")
+        self.uri = tracking.resolve_uri(config.tracking.uri, config.paths.root)
+        try:
+            self.experiment_id = tracking.ensure_experiment(
+                self.uri, config.tracking.experiment, config.tracking.artifact_location
+            )
+        except tracking.TrackingError as error:
+            raise SystemExit(f"error: {error}") from None
+        self.sweep_id = marker.read_text().strip()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow.tracking import MlflowClient
+
+        runs = MlflowClient(self.uri).search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.sweep_id = '{self.sweep_id}'",
+            order_by=["attributes.start_time ASC"],
+        )
+        print(f"\nsweep {self.sweep_id}: {len(runs)} runs")
+        for run in runs:
+            metrics = run.data.metrics
+            losses = "  ".join(
+                f"{key}={metrics[key]:.3f}" for key in ("d_loss", "g_loss") if key in metrics
+            )
+            seconds = metrics.get("train_seconds", float("nan"))
+            print(f"  {run.info.run_name:<16} {run.info.status:<9} {losses}  {seconds:6.1f}s")
+        print(f"open the results: mlflow ui --backend-store-uri {self.uri}")

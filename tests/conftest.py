@@ -1,0 +1,58 @@
+"""Shared fixtures: Hydra composition of the real configs and throwaway MLflow stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from src import schema
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+schema.register()
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    """A fresh sqlite MLflow store in a temporary folder (artifacts in mlruns/ beside it)."""
+    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, store_uri: str) -> Callable[..., DictConfig]:
+    """Compose conf/config.yaml with overrides, writing to temporary output and store."""
+
+    def make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(
+                config_name="config",
+                overrides=[
+                    f"paths.output_dir={tmp_path / 'run'}",
+                    f"tracking.uri={store_uri}",
+                    *overrides,
+                ],
+            )
+
+    return make
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m src.train ARGS`` as a user would, capturing its output."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,83 @@
+"""Hydra composition of every config option, and the errors bad input gets."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CONF, run_cli
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from src.schema import ConfigError, to_settings
+
+UPSAMPLERS = sorted(path.stem for path in (CONF / "upsampler").glob("*.yaml"))
+
+
+def test_group_lists_the_tutorial_variants():
+    assert {"nearest", "transpose"} <= set(UPSAMPLERS)
+
+
+@pytest.mark.parametrize("upsampler", UPSAMPLERS)
+def test_every_upsampler_composes_validates_and_builds(make_cfg, upsampler):
+    from src.networks import build_generator
+
+    settings = to_settings(make_cfg(f"upsampler={upsampler}"))
+    assert settings.upsampler.name == upsampler
+    generator = build_generator(settings.generator, settings.upsampler)
+    assert generator.output_shape == (None, 10, 10, 1)
+
+
+def test_defaults_are_the_tutorial_setup(make_cfg):
+    settings = to_settings(make_cfg())
+    assert settings.upsampler.name == "nearest"
+    assert (settings.generator.latent_dim, settings.generator.base_channels) == (100, 128)
+    assert (settings.train.learning_rate, settings.train.beta_1) == (2e-4, 0.5)
+    assert settings.data.method == "area" and settings.data.limit is None
+    assert settings.tracking.experiment == "upsamplers"
+
+
+def test_unknown_key_is_rejected(make_cfg):
+    with pytest.raises(ConfigCompositionException) as caught:
+        make_cfg("train.bogus=1")
+    assert isinstance(caught.value.__cause__, ConfigKeyError)
+
+
+def test_wrong_type_is_rejected(make_cfg):
+    with pytest.raises(ConfigCompositionException) as caught:
+        make_cfg("train.epochs=many")
+    assert isinstance(caught.value.__cause__, ValidationError)
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("train.epochs=0", "train.epochs=0 must be >= 1"),
+        ("train.batch_size=-3", "train.batch_size=-3 must be >= 1"),
+        ("train.learning_rate=0", "train.learning_rate=0.0 must be in (0, 1)"),
+        ("generator.latent_dim=0", "generator.latent_dim=0 must be >= 1"),
+        ("data.limit=0", "data.limit=0 must be a positive number"),
+        ("data.method=sinc", "data.method='sinc' is unknown"),
+        ("generator.base_size=4", "data.image_size=10"),
+    ],
+)
+def test_out_of_range_values_are_rejected(make_cfg, override, fragment):
+    with pytest.raises(ConfigError, match=None) as caught:
+        to_settings(make_cfg(override))
+    assert fragment in str(caught.value)
+
+
+def test_cli_bogus_upsampler_lists_the_choices(tmp_path):
+    result = run_cli("upsampler=bogus", f"paths.root={tmp_path}")
+    assert result.returncode != 0
+    assert "Could not find 'upsampler/bogus'" in result.stderr
+    assert "nearest" in result.stderr and "transpose" in result.stderr
+
+
+@pytest.mark.parametrize("override", ["train.epochs=-1", "train.batch_size=0"])
+def test_cli_range_errors_are_one_line_and_write_nothing(tmp_path, override):
+    store = tmp_path / "store" / "mlflow.db"
+    result = run_cli(override, f"tracking.uri=sqlite:///{store}", f"paths.root={tmp_path}")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"error: {override} must be >= 1"]
+    assert "Epoch" not in result.stdout
+    assert not store.exists()

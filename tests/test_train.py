@@ -1,0 +1,149 @@
+"""End to end on real MNIST: a 1-epoch run through Hydra into a temporary MLflow store, and a
+two-job multirun through the command line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+PER_EPOCH = ["d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy", "epoch_seconds",
+             "images_per_second"]  # fmt: skip
+ONCE = ["generator_params", "discriminator_params", "generator_flops"]
+
+
+def _only_run(uri: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("upsamplers")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def _image_steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    names = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]
+    return sorted(int(re.search(rf"{key}\+step\+(\d+)\+", name).group(1)) for name in names)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real 2-epoch transpose run on 3,000 images, shared by the assertions below."""
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    from src.train import train
+
+    tmp = tmp_path_factory.mktemp("run")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "upsampler=transpose",
+                "seed=3",
+                "data.limit=3000",
+                "train.epochs=2",
+                "train.verbose=0",
+                f"tracking.uri={uri}",
+                f"paths.output_dir={tmp / 'out'}",
+            ],
+        )
+    result = train(cfg)
+    return uri, result, tmp
+
+
+def test_run_is_named_tagged_and_finished(trained):
+    uri, result, tmp = trained
+    _, run = _only_run(uri)
+    assert run.info.run_id == result["run_id"]
+    assert run.info.run_name == "transpose-s3" and run.info.status == "FINISHED"
+    assert run.data.tags["upsampler"] == "transpose" and run.data.tags["seed"] == "3"
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", run.data.tags["git_commit"])
+    assert "sweep_id" not in run.data.tags
+    assert run.info.artifact_uri.startswith((tmp / "mlruns").as_uri())
+
+
+def test_params_are_the_flattened_config(trained):
+    uri, _, _ = trained
+    _, run = _only_run(uri)
+    params = run.data.params
+    assert params["upsampler.name"] == "transpose" and params["train.epochs"] == "2"
+    assert params["data.limit"] == "3000" and params["train.learning_rate"] == "0.0002"
+    assert params["generator.latent_dim"] == "100" and params["seed"] == "3"
+
+
+def test_metrics_per_epoch_and_once(trained):
+    uri, result, _ = trained
+    client, run = _only_run(uri)
+    for key in PER_EPOCH:
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [1, 2], key
+        assert all(np.isfinite(m.value) for m in history), key
+    for key in ONCE:
+        assert key in run.data.metrics
+    assert run.data.metrics["generator_params"] == 324_353
+    assert run.data.metrics["d_loss"] == pytest.approx(result["d_loss"])
+    assert 0 <= run.data.metrics["d_real_accuracy"] <= 1
+
+
+def test_sample_grids_per_epoch_from_step_0(trained):
+    uri, _, tmp = trained
+    client, run = _only_run(uri)
+    assert _image_steps(client, run.info.run_id, "samples") == [0, 1, 2]
+    from PIL import Image
+
+    png = next(a.path for a in client.list_artifacts(run.info.run_id, "images")
+               if "+step+2+" in a.path and a.path.endswith(".png"))  # fmt: skip
+    local = client.download_artifacts(run.info.run_id, png, str(tmp))
+    grid = np.asarray(Image.open(local))
+    assert grid.shape[:2] == (4 * (8 * 11 + 1),) * 2  # 8x8 digits of 10px + borders, x4
+    assert grid.std() > 10  # not blank
+
+
+def test_models_summary_and_config_are_artifacts(trained):
+    import keras
+
+    uri, _, tmp = trained
+    client, run = _only_run(uri)
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"generator", "discriminator", "model_summary.txt", "config.yaml"} <= top
+    summary = client.download_artifacts(run.info.run_id, "model_summary.txt", str(tmp))
+    text = Path(summary).read_text()
+    assert "generator_transpose" in text and "discriminator" in text and "324,353" in text
+
+    path = client.download_artifacts(run.info.run_id, "generator/generator.keras", str(tmp))
+    generator = keras.models.load_model(path)
+    images = generator.predict(np.random.default_rng(0).standard_normal((16, 100)), verbose=0)
+    assert images.shape == (16, 10, 10, 1)
+    assert images.min() >= -1 and images.max() <= 1
+    disc = client.download_artifacts(run.info.run_id, "discriminator/discriminator.keras", str(tmp))
+    assert keras.models.load_model(disc).predict(images, verbose=0).shape == (16, 1)
+
+
+def test_multirun_two_jobs_share_one_sweep_id(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_cli(
+        "--multirun",
+        "upsampler=nearest,transpose",
+        "data.limit=1000",
+        "train.epochs=1",
+        f"tracking.uri={uri}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("upsamplers").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["nearest-s0", "transpose-s0"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    sweep_ids = {r.data.tags["sweep_id"] for r in runs}
+    assert len(sweep_ids) == 1
+    (sweep_id,) = sweep_ids
+    assert f"sweep {sweep_id}: 2 runs" in result.stdout
+    assert re.search(r"nearest-s0\s+FINISHED\s+d_loss=", result.stdout)
+    assert "mlflow ui" in result.stdout
