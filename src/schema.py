@@ -8,7 +8,7 @@ TensorFlow import.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,8 @@ GROUP_SCHEMAS: dict[str, type] = {
     "tracking": TrackingConfig,
 }
 
+NESTED_SCHEMAS: dict[str, type] = {**GROUP_SCHEMAS, "paths": PathsConfig}
+
 
 def register() -> None:
     """Store the schemas in Hydra's ConfigStore; YAML files extend them via ``defaults``."""
@@ -184,5 +186,19 @@ def register() -> None:
 
 
 def to_settings(cfg: Any) -> Config:
-    """Resolve a composed config into a validated :class:`Config` (raises :class:`ConfigError`)."""
+    """Resolve a composed config into a validated :class:`Config` (raises :class:`ConfigError`).
+
+    Keys added with Hydra's ``+key=value`` bypass the schema's struct mode, and ``to_object``
+    would silently drop them, so they are looked for first.
+    """
+    _reject_unknown_keys(cfg, Config, "")
     return OmegaConf.to_object(cfg)
+
+
+def _reject_unknown_keys(node: Any, schema: type, prefix: str) -> None:
+    known = {item.name for item in fields(schema)}
+    for key in node:
+        if key not in known:
+            raise ConfigError(f"unknown config key '{prefix}{key}'; `--cfg job` lists the keys")
+        if not prefix and key in NESTED_SCHEMAS:
+            _reject_unknown_keys(node[key], NESTED_SCHEMAS[key], f"{key}.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import CONF, run_cli
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from src.schema import ConfigError, to_settings
 
@@ -38,7 +38,14 @@ def test_defaults_are_the_tutorial_setup(make_cfg):
 def test_unknown_key_is_rejected(make_cfg):
     with pytest.raises(ConfigCompositionException) as caught:
         make_cfg("train.bogus=1")
-    assert isinstance(caught.value.__cause__, ConfigKeyError)
+    assert isinstance(caught.value.__cause__, ConfigKeyError | ConfigAttributeError)
+    assert "Key 'bogus' not in 'TrainConfig'" in str(caught.value.__cause__)
+
+
+@pytest.mark.parametrize(("override", "key"), [("+train.bogus=1", "train.bogus"), ("+x=1", "x")])
+def test_appended_unknown_key_is_rejected(make_cfg, override, key):
+    with pytest.raises(ConfigError, match=f"unknown config key '{key}'"):
+        to_settings(make_cfg(override))
 
 
 def test_wrong_type_is_rejected(make_cfg):

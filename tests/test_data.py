@@ -81,7 +81,7 @@ def test_unpickler_refuses_code_and_admits_arrays():
     with pytest.raises(pickle.UnpicklingError, match="numpy arrays only"):
         restricted_unpickle(pickle.dumps(_RunsCode()))
     arrays = (np.arange(6, dtype=np.float32).reshape(2, 3), np.arange(2))
-    restored = restricted_unpickle(pickle.dumps(arrays, protocol=2))
+    restored = restricted_unpickle(pickle.dumps(arrays, protocol=3))
     np.testing.assert_array_equal(restored[0], arrays[0])
 
 
