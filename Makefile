@@ -9,7 +9,9 @@ SEEDS ?= 0,1,2
 # Extra Hydra overrides for the sweep, e.g. ARGS="train.epochs=20"
 ARGS ?=
 
-.PHONY: install sweep train test lint format ui clean
+ALL_UPSAMPLERS := $(shell ls conf/upsampler | sed -n 's/\.yaml$$//p' | paste -sd, -)
+
+.PHONY: install sweep sweep-all train test lint format ui clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,6 +25,9 @@ install: $(STAMP)  ## create .venv and install the project, its tools and the MN
 
 sweep: $(STAMP)  ## the default comparison: UPSAMPLERS x SEEDS, one MLflow run each
 	$(PY) -m src.train --multirun upsampler=$(UPSAMPLERS) seed=$(SEEDS) $(ARGS)
+
+sweep-all: $(STAMP)  ## every upsampler in conf/upsampler x seeds 0..4 (about 55 min on 2 cores)
+	$(PY) -m src.train --multirun upsampler=$(ALL_UPSAMPLERS) seed=0,1,2,3,4 $(ARGS)
 
 train: $(STAMP)  ## one run with the defaults (add ARGS="upsampler=transpose ...")
 	$(PY) -m src.train $(ARGS)

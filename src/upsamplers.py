@@ -40,9 +40,53 @@ def transpose_conv(x: Any, filters: int, cfg: Any) -> Any:
     )(x)
 
 
+def depth_to_space(x: Any, block: int, name: str) -> Any:
+    """``tf.nn.depth_to_space`` (NHWC, DCR order) from built-in Reshape and Permute layers.
+
+    Input channel ``(i * block + j) * c + k`` at (h, w) becomes channel ``k`` of output pixel
+    (h * block + i, w * block + j): channels split as (block, block, c), the row offset moves
+    next to h and the column offset next to w. Needs a static (h, w, channels) shape.
+    """
+    from keras import layers
+
+    height, width, depth = x.shape[1:]
+    channels = depth // (block * block)
+    x = layers.Reshape((height, width, block, block, channels), name=f"{name}_split")(x)
+    x = layers.Permute((1, 3, 2, 4, 5), name=f"{name}_interleave")(x)
+    return layers.Reshape((height * block, width * block, channels), name=f"{name}_merge")(x)
+
+
+def subpixel_conv(x: Any, filters: int, cfg: Any) -> Any:
+    """Sub-pixel convolution: Conv2D(k x k, same) to 4 x filters, then depth_to_space(2).
+
+    The convolution runs at the input resolution and each 2x2 output block takes its four
+    pixels from four channel groups (Shi et al. 2016, "Real-Time Single Image and Video
+    Super-Resolution Using an Efficient Sub-Pixel Convolutional Neural Network"). With
+    ``cfg.icnr`` the kernel is initialised by ICNR (Aitken et al. 2017, "Checkerboard artifact
+    free sub-pixel convolution"): the first ``filters`` output channels of the layer's own
+    initial kernel are tiled over the four groups, so every block starts as four copies of one
+    value (nearest-neighbour resize of a k x k convolution) and there is no checkerboard at
+    initialisation. The kernel is assigned after the layer is built, so the saved model holds
+    plain Conv2D weights and ``keras.utils.set_random_seed`` reproduces it.
+    """
+    from keras import layers, ops
+
+    block = 2
+    conv = layers.Conv2D(
+        filters * block * block, cfg.kernel_size, padding="same", name="upsample_conv"
+    )
+    y = conv(x)
+    if cfg.icnr:
+        # DCR order: output channel (sub-pixel s, channel k) is s * filters + k, so tile (not
+        # repeat) the per-channel kernel over the sub-pixels.
+        conv.kernel.assign(ops.tile(conv.kernel[..., :filters], (1, 1, 1, block * block)))
+    return depth_to_space(y, block, name="upsample_shuffle")
+
+
 FACTORIES: dict[str, Callable[[Any, int, Any], Any]] = {
     "resize_conv": resize_conv,
     "transpose_conv": transpose_conv,
+    "subpixel_conv": subpixel_conv,
 }
 
 
