@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from src.checkpoint import Checkpoint, State, all_finite
 from src.images import sample_grid
 
 
@@ -42,3 +43,38 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         metrics["images_per_second"] = self.images_per_epoch / seconds
         self.run.log_metrics(metrics, step=epoch + 1)
         self.log_samples(step=epoch + 1)
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops ``fit`` at the first NaN or Inf in any logged loss or metric, and remembers where.
+
+    Keras' ``TerminateOnNaN`` watches only a ``loss`` key, which a GAN's ``train_step`` does not
+    have (it reports ``d_loss`` and ``g_loss``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+        self.diverged: str | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.diverged is None and not all_finite(logs):
+            bad = sorted(k for k, v in (logs or {}).items() if not np.isfinite(float(v)))
+            self.diverged = f"non-finite {', '.join(bad)} in epoch {self.epoch}"
+            self.model.stop_training = True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the GAN's full state after every epoch whose numbers are all finite."""
+
+    def __init__(self, checkpoint: Checkpoint, run_id: str):
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.run_id = run_id
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if all_finite(logs):
+            self.checkpoint.save(self.model, State(run_id=self.run_id, epoch=epoch + 1))

@@ -35,6 +35,7 @@ class GAN(keras.Model):
             name: keras.metrics.Mean(name=name)
             for name in ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy")
         }
+        self.built = True  # both networks are built functional models; lets save/load_weights run
 
     def compile(self, d_optimizer: keras.Optimizer, g_optimizer: keras.Optimizer, **kwargs):
         """Attach one optimizer per network; kwargs (jit_compile, ...) go to Keras."""

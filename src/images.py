@@ -18,7 +18,8 @@ def sample_grid(images: np.ndarray, zoom: int = 4, columns: int | None = None) -
     rows = math.ceil(count / columns)
     cell = side + 1
     canvas = np.full((rows * cell + 1, columns * cell + 1), 0.5, np.float32)
-    pixels = (np.clip(images[..., 0], -1.0, 1.0) + 1.0) / 2.0
+    # A diverged generator yields NaN: draw it as black rather than fail the logging.
+    pixels = (np.clip(np.nan_to_num(images[..., 0], nan=-1.0), -1.0, 1.0) + 1.0) / 2.0
     for index, image in enumerate(pixels):
         row, col = divmod(index, columns)
         top, left = 1 + row * cell, 1 + col * cell

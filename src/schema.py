@@ -34,6 +34,8 @@ def _require(ok: bool, message: str) -> None:
 class PathsConfig:
     root: str = "${project_root:}"
     cache_dir: str = "${paths.root}/outputs/cache"
+    checkpoint_dir: str = "${paths.root}/outputs/checkpoints"
+    reports_dir: str = "${paths.root}/outputs/reports"
     output_dir: str = "${hydra:runtime.output_dir}"
 
 
@@ -111,6 +113,7 @@ class TrainConfig:
     beta_1: float = 0.5
     jit_compile: bool = True
     steps_per_execution: int = 16
+    deterministic: bool = False
     verbose: str = "auto"
 
     def __post_init__(self) -> None:
@@ -153,6 +156,7 @@ class Config:
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
+    resume: bool = False
 
     def __post_init__(self) -> None:
         _require(

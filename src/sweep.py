@@ -1,8 +1,9 @@
-"""Hydra callback for multiruns: prepare the MLflow store before jobs, summarise after."""
+"""Hydra callback for multiruns: prepare the MLflow store first; summarise and report at the end."""
 
 from __future__ import annotations
 
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,12 @@ def job_sweep_id(hydra_cfg: Any) -> str | None:
 
 
 class SweepCallback(Callback):
-    """Creates the store and experiment once (fresh sqlite stores race under parallel jobs),
-    names the sweep, and prints one line per run when the sweep ends."""
+    """Before the jobs: name the sweep and create the store and experiment once (fresh sqlite
+    stores race on schema creation under parallel jobs). After: one line per run, the
+    comparison report, and a non-zero exit status when any run did not finish."""
+
+    def __init__(self, report: bool = True) -> None:
+        self.report = report
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -33,14 +38,16 @@ class SweepCallback(Callback):
         marker = sweep_dir / SWEEP_ID_FILE
         if not marker.is_file():
             marker.write_text(f"{sweep_dir.name}-{secrets.token_hex(3)}\n")
+        self.sweep_id = marker.read_text().strip()
         self.uri = tracking.resolve_uri(config.tracking.uri, config.paths.root)
+        self.experiment = config.tracking.experiment
         try:
             self.experiment_id = tracking.ensure_experiment(
-                self.uri, config.tracking.experiment, config.tracking.artifact_location
+                self.uri, self.experiment, config.tracking.artifact_location
             )
         except tracking.TrackingError as error:
-            raise SystemExit(f"error: {error}") from None
-        self.sweep_id = marker.read_text().strip()
+            sys.exit(f"error: {error}")
+        self.reports_dir = Path(config.paths.reports_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.tracking import MlflowClient
@@ -50,6 +57,7 @@ class SweepCallback(Callback):
             filter_string=f"tags.sweep_id = '{self.sweep_id}'",
             order_by=["attributes.start_time ASC"],
         )
+        runs = [run for run in runs if "report" not in run.data.tags]
         print(f"\nsweep {self.sweep_id}: {len(runs)} runs")
         for run in runs:
             metrics = run.data.metrics
@@ -58,4 +66,12 @@ class SweepCallback(Callback):
             )
             seconds = metrics.get("train_seconds", float("nan"))
             print(f"  {run.info.run_name:<16} {run.info.status:<9} {losses}  {seconds:6.1f}s")
+        if self.report and runs:
+            from src.report import build_report
+
+            path = build_report(self.uri, self.experiment, self.sweep_id, self.reports_dir)
+            print(f"report: {path}")
         print(f"open the results: mlflow ui --backend-store-uri {self.uri}")
+        unfinished = [run.info.run_name for run in runs if run.info.status != "FINISHED"]
+        if unfinished:
+            sys.exit(f"error: {len(unfinished)} run(s) did not finish: {', '.join(unfinished)}")

@@ -149,6 +149,10 @@ class Run:
         """Store ``text`` as an artifact file."""
         self.client.log_text(self.run_id, text, artifact_file)
 
+    def set_tag(self, key: str, value: str) -> None:
+        """Set one tag."""
+        self.client.set_tag(self.run_id, key, value)
+
     def end(self, status: str) -> None:
         """Close the run as FINISHED, FAILED or KILLED."""
         self.client.set_terminated(self.run_id, status=status)
@@ -163,3 +167,12 @@ def start_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, Any]) 
         experiment_id, run_name=name, tags={key: str(value) for key, value in tags.items()}
     )
     return Run(client, run.info.run_id)
+
+
+def reopen_run(uri: str, run_id: str) -> Run:
+    """Continue an existing run (a resume): it is RUNNING again until ended."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    client.update_run(run_id, status="RUNNING")
+    return Run(client, run_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,20 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from src import schema, tracking
+from src.checkpoint import Checkpoint, State, run_key
 from src.data import DataError, load_mnist
 
 schema.register()
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+
+# Errors that mean "fix the input": reported as one line, never as a traceback.
+USER_ERRORS = (schema.ConfigError, DataError, tracking.TrackingError)
+VERSIONED_PACKAGES = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or metric became NaN or Inf; the run is FAILED, its last good checkpoint kept."""
 
 
 def run_name(settings: schema.Config) -> str:
@@ -37,79 +47,134 @@ def fixed_latents(settings: schema.Config) -> Any:
     return rng.standard_normal(shape).astype(np.float32)
 
 
+def check_writable(folder: Path) -> None:
+    """Fail early, in one line, when the run's output folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise schema.ConfigError(
+            f"cannot write to {folder} ({error.strerror}); set paths.output_dir or hydra.run.dir"
+        ) from None
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result depends on, for the run's tags."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        for dist in (name, f"{name}-cpu"):
+            try:
+                versions[f"version.{name}"] = version(dist)
+                break
+            except PackageNotFoundError:
+                continue
+    return versions
+
+
 def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
     """Validate ``cfg``, train one GAN, log it to MLflow and return its final numbers.
 
-    Everything that can be checked cheaply (config ranges, the data file, the tracking store)
-    is checked before TensorFlow is imported or a run is created.
+    Everything that can be checked cheaply (config ranges, output folder, tracking store, data
+    file) is checked before TensorFlow is imported or a run is created. With ``resume=true``
+    an interrupted run of the same config continues in its MLflow run; a finished one is skipped.
     """
     settings = schema.to_settings(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    output_dir = Path(settings.paths.output_dir)
+    check_writable(output_dir)
     uri = tracking.resolve_uri(settings.tracking.uri, settings.paths.root)
     experiment_id = tracking.ensure_experiment(
         uri, settings.tracking.experiment, settings.tracking.artifact_location
     )
-    output_dir = Path(settings.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    name = run_name(settings)
+    checkpoint = Checkpoint(Path(settings.paths.checkpoint_dir) / run_key(name, resolved))
+    state = checkpoint.read() if settings.resume else None
+    if state is not None and state.finished:
+        print(f"{name}: already finished (run {state.run_id}); nothing to resume")
+        return {"run_id": state.run_id, "name": name, "status": "SKIPPED"}
     data = load_mnist(settings.data, settings.paths.cache_dir)
 
     import keras
 
-    from src.callbacks import MlflowEpochLogger
-    from src.flops import count_flops
+    from src.batches import epoch_batches, execution_steps, steps_per_epoch
+    from src.callbacks import EpochCheckpoint, MlflowEpochLogger, StopOnDivergence
     from src.gan import GAN
     from src.networks import build_discriminator, build_generator
 
+    if settings.train.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(settings.seed)
     generator = build_generator(settings.generator, settings.upsampler)
     discriminator = build_discriminator(settings.discriminator, settings.data.image_size)
     gan = GAN(generator, discriminator, seed=settings.seed)
+    steps = steps_per_epoch(len(data.x_train), settings.train.batch_size)
     adam = lambda: keras.optimizers.Adam(settings.train.learning_rate, settings.train.beta_1)  # noqa: E731
     gan.compile(
         d_optimizer=adam(),
         g_optimizer=adam(),
         jit_compile=settings.train.jit_compile,
-        steps_per_execution=settings.train.steps_per_execution,
+        steps_per_execution=execution_steps(steps, settings.train.steps_per_execution),
     )
+    gan.build_optimizers()
+    first_epoch = 0
+    if state is not None:
+        gan.load_weights(checkpoint.weights(state.epoch))
+        first_epoch = state.epoch
+        run = tracking.reopen_run(uri, state.run_id)
+        print(f"{name}: resuming run {state.run_id} after epoch {first_epoch}")
+    else:
+        checkpoint.clear()
+        commit, dirty = tracking.git_state(settings.paths.root)
+        tags = {
+            "upsampler": settings.upsampler.name,
+            "seed": settings.seed,
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "data_sha256": data.source_sha256,
+            "checkpoint": str(checkpoint.folder),
+            **package_versions(),
+        }
+        if sweep_id:
+            tags["sweep_id"] = sweep_id
+        run = tracking.start_run(uri, experiment_id, name, tags)
+        checkpoint.write_state(State(run_id=run.run_id, epoch=0))
 
-    commit, dirty = tracking.git_state(settings.paths.root)
-    tags = {
-        "upsampler": settings.upsampler.name,
-        "seed": settings.seed,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "data_sha256": data.source_sha256,
-    }
-    if sweep_id:
-        tags["sweep_id"] = sweep_id
-    run = tracking.start_run(uri, experiment_id, run_name(settings), tags)
     started = time.perf_counter()
+    logger = MlflowEpochLogger(
+        run,
+        fixed_latents(settings),
+        steps * settings.train.batch_size,
+        settings.tracking.sample_zoom,
+    )
+    stopper = StopOnDivergence()
     try:
         with _sigterm_as_interrupt():
-            run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
-            run.log_metrics(
-                {
-                    "generator_params": generator.count_params(),
-                    "discriminator_params": discriminator.count_params(),
-                    "generator_flops": count_flops(generator),
-                    "train_images": len(data.x_train),
-                },
-                step=0,
-            )
-            run.log_text(_summaries(generator, discriminator), "model_summary.txt")
-            run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-            logger = MlflowEpochLogger(
-                run, fixed_latents(settings), len(data.x_train), settings.tracking.sample_zoom
-            )
-            logger.set_model(gan)
-            logger.log_samples(step=0)
+            if state is None:
+                _log_run_start(run, cfg, resolved, generator, discriminator, len(data.x_train))
+                logger.set_model(gan)
+                logger.log_samples(step=0)
             history = gan.fit(
-                data.x_train,
-                batch_size=settings.train.batch_size,
+                epoch_batches(
+                    data.x_train,
+                    settings.train.batch_size,
+                    settings.seed,
+                    first_epoch,
+                    settings.train.epochs,
+                ),
                 epochs=settings.train.epochs,
-                shuffle=True,
-                callbacks=[logger],
+                initial_epoch=first_epoch,
+                steps_per_epoch=steps,
+                callbacks=[logger, stopper, EpochCheckpoint(checkpoint, run.run_id)],
                 verbose=_verbosity(settings.train.verbose),
             )
+            if stopper.diverged:
+                raise TrainingDiverged(f"{name} diverged: {stopper.diverged}")
             seconds = time.perf_counter() - started
             _save_models(run, output_dir, generator, discriminator)
             hydra_dir = output_dir / ".hydra"
@@ -119,12 +184,32 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
     except KeyboardInterrupt:
         run.end("KILLED")
         raise
-    except BaseException:
+    except BaseException as error:
+        run.set_tag("failure_reason", f"{type(error).__name__}: {error}"[:5000])
         run.end("FAILED")
         raise
     run.end("FINISHED")
+    checkpoint.write_state(State(run_id=run.run_id, epoch=settings.train.epochs, finished=True))
     final = {key: float(values[-1]) for key, values in history.history.items()}
-    return {"run_id": run.run_id, "name": run_name(settings), "seconds": seconds, **final}
+    return {"run_id": run.run_id, "name": name, "seconds": seconds, "status": "FINISHED", **final}
+
+
+def _log_run_start(run: Any, cfg: Any, resolved: dict, generator: Any, disc: Any, n: int) -> None:
+    """Params, sizes, FLOPs, summaries and the resolved config: logged once per run."""
+    from src.flops import count_flops
+
+    run.log_params(tracking.flatten(resolved))
+    run.log_metrics(
+        {
+            "generator_params": generator.count_params(),
+            "discriminator_params": disc.count_params(),
+            "generator_flops": count_flops(generator),
+            "train_images": n,
+        },
+        step=0,
+    )
+    run.log_text(_summaries(generator, disc), "model_summary.txt")
+    run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
 
 def _verbosity(verbose: str) -> int:
@@ -172,19 +257,33 @@ class _sigterm_as_interrupt:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
-    """Hydra entry point: one job of a run or a multirun."""
+    """Hydra entry point: one job of a run or a multirun.
+
+    In a multirun a job that fails in training is reported and the sweep goes on (its MLflow
+    run is FAILED; the sweep's exit status says so at the end); bad input stops everything.
+    """
     from hydra.core.hydra_config import HydraConfig
 
     from src.sweep import job_sweep_id
 
+    sweep_id = job_sweep_id(HydraConfig.get())
     try:
-        result = train(cfg, sweep_id=job_sweep_id(HydraConfig.get()))
-    except (schema.ConfigError, DataError, tracking.TrackingError) as error:
+        result = train(cfg, sweep_id=sweep_id)
+    except USER_ERRORS as error:
         sys.exit(f"error: {error}")
-    print(
-        f"{result['name']}: d_loss={result['d_loss']:.3f} g_loss={result['g_loss']:.3f} "
-        f"in {result['seconds']:.1f}s (run {result['run_id']})"
-    )
+    except Exception as error:
+        if sweep_id is None:
+            if isinstance(error, TrainingDiverged):
+                sys.exit(f"error: {error}")
+            raise
+        traceback.print_exc()
+        print(f"job failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return {"status": "FAILED", "error": str(error)}
+    if result["status"] == "FINISHED":
+        print(
+            f"{result['name']}: d_loss={result['d_loss']:.3f} g_loss={result['g_loss']:.3f} "
+            f"in {result['seconds']:.1f}s (run {result['run_id']})"
+        )
     return result
 
 

@@ -135,10 +135,12 @@ def test_multirun_two_jobs_share_one_sweep_id(tmp_path):
         "train.epochs=1",
         f"tracking.uri={uri}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"paths.reports_dir={tmp_path / 'reports'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("upsamplers").experiment_id])
+    every = client.search_runs([client.get_experiment_by_name("upsamplers").experiment_id])
+    runs = [r for r in every if "report" not in r.data.tags]
     assert sorted(r.info.run_name for r in runs) == ["nearest-s0", "transpose-s0"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     sweep_ids = {r.data.tags["sweep_id"] for r in runs}
@@ -147,3 +149,6 @@ def test_multirun_two_jobs_share_one_sweep_id(tmp_path):
     assert f"sweep {sweep_id}: 2 runs" in result.stdout
     assert re.search(r"nearest-s0\s+FINISHED\s+d_loss=", result.stdout)
     assert "mlflow ui" in result.stdout
+    (report,) = [r for r in every if "report" in r.data.tags]
+    assert report.info.run_name == f"report-{sweep_id}"
+    assert (tmp_path / "reports" / sweep_id / "report.md").is_file()

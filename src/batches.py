@@ -1,0 +1,54 @@
+"""Training batches: the whole 10x10 training set stays one in-memory tensor, and each epoch
+draws a permutation of indices from (seed, epoch) alone.
+
+Keras' own array adapter shuffles with stateful randomness, so an epoch's order depends on how
+many epochs ran before in the same process; here a run resumed at epoch k sees exactly the
+batches an uninterrupted run sees from epoch k on (needed for bitwise-identical resumes), and
+the gather runs inside tf.data with no per-batch Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    """Full batches per epoch (the remainder is dropped; it differs every epoch)."""
+    return max(count // batch_size, 1)
+
+
+def execution_steps(steps: int, wanted: int) -> int:
+    """The largest divisor of ``steps`` not above ``wanted``.
+
+    Keras runs exactly ``steps_per_execution`` batches per compiled call, so an epoch whose
+    length it does not divide would eat into the next epoch's batches and shift every later
+    epoch (breaking resumes); a divisor keeps epoch boundaries exact without dropping data.
+    """
+    return max(d for d in range(1, min(wanted, steps) + 1) if steps % d == 0)
+
+
+def epoch_batches(
+    images: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int
+) -> Any:
+    """A tf.data.Dataset of batches for epochs ``first_epoch .. epochs-1`` (0-based)."""
+    import tensorflow as tf
+
+    count = len(images)
+    batch_size = min(batch_size, count)
+    pool = tf.constant(images)
+
+    def permutation(epoch: Any) -> Any:
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    return (
+        tf.data.Dataset.range(first_epoch, epochs)
+        .flat_map(permutation)
+        .batch(batch_size, drop_remainder=True)
+        .map(lambda index: tf.gather(pool, index), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
