@@ -11,7 +11,10 @@ ARGS ?=
 
 ALL_UPSAMPLERS := $(shell ls conf/upsampler | sed -n 's/\.yaml$$//p' | paste -sd, -)
 
-.PHONY: install sweep sweep-all train test lint format ui clean
+# Sweep to report with `make report` (default: the latest sweep in the store)
+SWEEP ?=
+
+.PHONY: install sweep sweep-all report train test lint format ui clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -28,6 +31,9 @@ sweep: $(STAMP)  ## the default comparison: UPSAMPLERS x SEEDS, one MLflow run e
 
 sweep-all: $(STAMP)  ## every upsampler in conf/upsampler x seeds 0..4 (about 55 min on 2 cores)
 	$(PY) -m src.train --multirun upsampler=$(ALL_UPSAMPLERS) seed=0,1,2,3,4 $(ARGS)
+
+report: $(STAMP)  ## the comparison report of SWEEP (default: the latest sweep)
+	$(PY) -m src.report $(SWEEP)
 
 train: $(STAMP)  ## one run with the defaults (add ARGS="upsampler=transpose ...")
 	$(PY) -m src.train $(ARGS)

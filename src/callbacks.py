@@ -78,3 +78,61 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if all_finite(logs):
             self.checkpoint.save(self.model, State(run_id=self.run_id, epoch=epoch + 1))
+
+
+class QualityEvaluator(keras.callbacks.Callback):
+    """Quality and artifact metrics (src/metrics.py) at epoch 0, every ``every`` epochs, and the
+    last epoch, at step = epoch, on samples from one fixed latent batch."""
+
+    def __init__(self, run: Any, classifier: Any, reference: Any, latents: np.ndarray,
+                 every: int, epochs: int):  # fmt: skip
+        super().__init__()
+        self.run = run
+        self.classifier = classifier
+        self.reference = reference
+        self.latents = latents
+        self.every = every
+        self.epochs = epochs
+
+    def samples(self) -> np.ndarray:
+        """The generator's images for the fixed evaluation latents."""
+        return np.asarray(self.model.generator.predict(self.latents, batch_size=2000, verbose=0))
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Compute and log every metric at ``step``; returns them."""
+        from src.metrics import evaluate
+
+        images = self.samples()
+        if not np.isfinite(images).all():
+            return {}  # a diverged generator: the divergence stop reports it
+        metrics = evaluate(images, self.classifier, self.reference)
+        self.run.log_metrics(metrics, step=step)
+        return metrics
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        done = epoch + 1
+        if (done % self.every == 0 or done == self.epochs) and all_finite(logs):
+            self.evaluate(step=done)
+
+    def log_spectrum(self) -> None:
+        """The final samples' radial power spectrum against real data: JSON and a plot."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from src.metrics import spectra
+
+        data = spectra(self.samples(), self.reference)
+        self.run.client.log_dict(self.run.run_id, data, "spectrum.json")
+        fig, axis = plt.subplots(figsize=(5.5, 4))
+        axis.semilogy(data["frequency"], data["real"], "k--", label="real (test split)")
+        axis.semilogy(data["frequency"], data["generated"], label="generated")
+        axis.set_xlabel("spatial frequency (cycles per pixel)")
+        axis.set_ylabel("mean power")
+        axis.set_title("Azimuthally averaged power spectrum")
+        axis.grid(alpha=0.3, which="both")
+        axis.legend()
+        fig.tight_layout()
+        self.run.client.log_figure(self.run.run_id, fig, "spectrum.png")
+        plt.close(fig)

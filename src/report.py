@@ -264,7 +264,7 @@ def _plot_spectra(client: Any, runs: Any, path: Path, scratch: Path) -> bool:
         except Exception:  # a run without the artifact (failed early) is just left out
             continue
         data = json.loads(Path(local).read_text())
-        frequencies, real = data["frequencies"], data["real"]
+        frequencies, real = data["frequency"], data["real"]
         spectra.setdefault(run["tags.upsampler"], []).append(np.asarray(data["generated"]))
     if real is None:
         return False
@@ -272,7 +272,7 @@ def _plot_spectra(client: Any, runs: Any, path: Path, scratch: Path) -> bool:
     axis.semilogy(frequencies, real, "k--", label="real (test split)")
     for colour, (name, items) in enumerate(sorted(spectra.items())):
         axis.semilogy(frequencies, np.mean(items, axis=0), color=f"C{colour}", label=name)
-    axis.set_xlabel("spatial frequency (cycles per image)")
+    axis.set_xlabel("spatial frequency (cycles per pixel)")
     axis.set_ylabel("mean power")
     axis.set_title("Azimuthally averaged power spectrum, final samples")
     axis.grid(alpha=0.3, which="both")

@@ -132,6 +132,17 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    every_epochs: int = 2
+    samples: int = 10_000
+    seed: int = 2024
+
+    def __post_init__(self) -> None:
+        _require(self.every_epochs >= 1, f"eval.every_epochs={self.every_epochs} must be >= 1")
+        _require(self.samples >= 10, f"eval.samples={self.samples} must be >= 10")
+
+
+@dataclass
 class TrackingConfig:
     uri: str | None = None
     experiment: str = "upsamplers"
@@ -154,6 +165,7 @@ class Config:
     discriminator: DiscriminatorConfig = MISSING
     train: TrainConfig = MISSING
     tracking: TrackingConfig = MISSING
+    eval: EvalConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     resume: bool = False
@@ -174,6 +186,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "discriminator": DiscriminatorConfig,
     "train": TrainConfig,
     "tracking": TrackingConfig,
+    "eval": EvalConfig,
 }
 
 NESTED_SCHEMAS: dict[str, type] = {**GROUP_SCHEMAS, "paths": PathsConfig}

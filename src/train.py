@@ -10,6 +10,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,15 @@ def fixed_latents(settings: schema.Config) -> Any:
 
     rng = np.random.default_rng(settings.tracking.sample_seed)
     shape = (settings.tracking.sample_count, settings.generator.latent_dim)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def eval_latents(settings: schema.Config) -> Any:
+    """Evaluation latents: one fixed batch for every run and variant (``eval.seed``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(settings.eval.seed)
+    shape = (settings.eval.samples, settings.generator.latent_dim)
     return rng.standard_normal(shape).astype(np.float32)
 
 
@@ -96,14 +106,26 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
     if state is not None and state.finished:
         print(f"{name}: already finished (run {state.run_id}); nothing to resume")
         return {"run_id": state.run_id, "name": name, "status": "SKIPPED"}
-    data = load_mnist(settings.data, settings.paths.cache_dir)
+    data = load_mnist(replace(settings.data, limit=None), settings.paths.cache_dir)
+    train_images = data.x_train[: settings.data.limit]
 
     import keras
 
     from src.batches import epoch_batches, execution_steps, steps_per_epoch
-    from src.callbacks import EpochCheckpoint, MlflowEpochLogger, StopOnDivergence
+    from src.callbacks import (
+        EpochCheckpoint,
+        MlflowEpochLogger,
+        QualityEvaluator,
+        StopOnDivergence,
+    )
+    from src.classifier import load_or_train
     from src.gan import GAN
+    from src.metrics import RealReference
     from src.networks import build_discriminator, build_generator
+
+    # Before the run's own seeding: the classifier seeds itself when it has to be trained.
+    classifier = load_or_train(data, settings.paths.cache_dir, settings.data.method)
+    reference = RealReference.load_or_compute(classifier, data.x_test, settings.paths.cache_dir)
 
     if settings.train.deterministic:
         import tensorflow as tf
@@ -113,7 +135,7 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
     generator = build_generator(settings.generator, settings.upsampler)
     discriminator = build_discriminator(settings.discriminator, settings.data.image_size)
     gan = GAN(generator, discriminator, seed=settings.seed)
-    steps = steps_per_epoch(len(data.x_train), settings.train.batch_size)
+    steps = steps_per_epoch(len(train_images), settings.train.batch_size)
     adam = lambda: keras.optimizers.Adam(settings.train.learning_rate, settings.train.beta_1)  # noqa: E731
     gan.compile(
         d_optimizer=adam(),
@@ -138,6 +160,8 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
             "git_dirty": dirty,
             "data_sha256": data.source_sha256,
             "checkpoint": str(checkpoint.folder),
+            "classifier_key": classifier.key,
+            "classifier_accuracy": f"{classifier.accuracy:.4f}",
             **package_versions(),
         }
         if sweep_id:
@@ -153,15 +177,26 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
         settings.tracking.sample_zoom,
     )
     stopper = StopOnDivergence()
+    evaluator = QualityEvaluator(
+        run,
+        classifier,
+        reference,
+        eval_latents(settings),
+        settings.eval.every_epochs,
+        settings.train.epochs,
+    )
+    evaluator.set_model(gan)
     try:
         with _sigterm_as_interrupt():
             if state is None:
-                _log_run_start(run, cfg, resolved, generator, discriminator, len(data.x_train))
+                _log_run_start(run, cfg, resolved, generator, discriminator, len(train_images))
+                run.log_metrics(reference.summary, step=0)
                 logger.set_model(gan)
                 logger.log_samples(step=0)
+                evaluator.evaluate(step=0)
             history = gan.fit(
                 epoch_batches(
-                    data.x_train,
+                    train_images,
                     settings.train.batch_size,
                     settings.seed,
                     first_epoch,
@@ -170,12 +205,13 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
                 epochs=settings.train.epochs,
                 initial_epoch=first_epoch,
                 steps_per_epoch=steps,
-                callbacks=[logger, stopper, EpochCheckpoint(checkpoint, run.run_id)],
+                callbacks=[logger, stopper, evaluator, EpochCheckpoint(checkpoint, run.run_id)],
                 verbose=_verbosity(settings.train.verbose),
             )
             if stopper.diverged:
                 raise TrainingDiverged(f"{name} diverged: {stopper.diverged}")
             seconds = time.perf_counter() - started
+            evaluator.log_spectrum()
             _save_models(run, output_dir, generator, discriminator)
             hydra_dir = output_dir / ".hydra"
             if hydra_dir.is_dir():
