@@ -1,16 +1,33 @@
-"""FLOPs of a Keras model, counted by TensorFlow's graph profiler (not estimated by hand)."""
+"""FLOPs of a Keras model or step, counted by TensorFlow's graph profiler (not by hand)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-def count_flops(model: Any, batch_size: int = 1) -> int:
-    """Floating-point operations of one inference call on ``batch_size`` inputs.
+def profile_float_ops(graph: Any) -> int:
+    """Sum of the registered FLOP statistic of every op in a TensorFlow graph.
 
-    The model is traced into a frozen TensorFlow graph and each op's registered FLOP
-    statistic is summed (a multiply-add counts as 2), as ``tf.compat.v1.profiler`` does.
+    A multiply-add counts as 2, as ``tf.compat.v1.profiler`` counts it.
     """
+    import tensorflow as tf
+
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # the v1 profiler warns about its own deprecated internals
+    try:
+        profile = tf.compat.v1.profiler.profile(
+            graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options
+        )
+    finally:
+        logger.setLevel(level)
+    return int(profile.total_float_ops)
+
+
+def count_flops(model: Any, batch_size: int = 1) -> int:
+    """Floating-point operations of one inference call of ``model`` on ``batch_size`` inputs."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
@@ -20,9 +37,4 @@ def count_flops(model: Any, batch_size: int = 1) -> int:
     graph = convert_variables_to_constants_v2(
         tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     ).graph
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    profile = tf.compat.v1.profiler.profile(
-        graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options
-    )
-    return int(profile.total_float_ops)
+    return profile_float_ops(graph)

@@ -12,6 +12,7 @@ Images are (n, s, s) or (n, s, s, 1) arrays in [-1, 1] with s even.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
@@ -27,9 +28,25 @@ KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
 PR_K = 3
 COVERAGE_MIN_SHARE = 0.01
-REFERENCE_VERSION = 1  # bump when anything stored in a RealReference is computed differently
+REFERENCE_VERSION = 2  # bump when anything stored in a RealReference is computed differently
 _ROWS_PER_CHUNK = 1024  # distance blocks of ~40 MB against 10k points
 _TINY = 1e-12
+# Multithreaded OpenBLAS spin-waits when the cores are shared (training jobs run in parallel on
+# this 2-core machine): beside a running sweep a 10k evaluation took 1.2-4.6 s (erratic) with
+# the default two threads, 1.3-1.9 s with one.
+BLAS_THREADS = 1
+
+
+def _blas_threads(threads: int | None) -> contextlib.AbstractContextManager:
+    """Limit BLAS threads inside a ``with`` block (threadpoolctl comes with mlflow's
+    scikit-learn); a no-op for ``None`` or without threadpoolctl."""
+    if threads is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(threads, user_api="blas")
 
 
 class FeatureModel(Protocol):
@@ -323,6 +340,7 @@ class RealReference:
     """
 
     key: str
+    classifier_key: str
     features: np.ndarray
     mean: np.ndarray
     cov: np.ndarray
@@ -351,12 +369,15 @@ class RealReference:
         share = nyquist_share(images)
         summary = {f"real_{name}": value for name, value in class_metrics(probabilities).items()}
         summary["real_nyquist_share"] = share
+        with _blas_threads(BLAS_THREADS):
+            radii = knn_radii(features)
         return cls(
             key=cls.key_for(classifier, images),
+            classifier_key=classifier.key,
             features=features,
             mean=mean,
             cov=cov,
-            radii=knn_radii(features),
+            radii=radii,
             nyquist_share=share,
             frequencies=frequencies,
             power=power,
@@ -387,8 +408,9 @@ class RealReference:
     def _to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {
             name: np.asarray(getattr(self, name))
-            for name in ("key", "features", "mean", "cov", "radii", "nyquist_share")
+            for name in ("key", "classifier_key", "features", "mean", "cov", "radii")
         }
+        arrays |= {"nyquist_share": np.asarray(self.nyquist_share)}
         arrays |= {"frequencies": self.frequencies, "power": self.power}
         arrays |= {f"summary_{name}": np.asarray(value) for name, value in self.summary.items()}
         return arrays
@@ -402,6 +424,7 @@ class RealReference:
         }
         return cls(
             key=str(npz["key"]),
+            classifier_key=str(npz["classifier_key"]),
             features=npz["features"],
             mean=npz["mean"],
             cov=npz["cov"],
@@ -419,6 +442,7 @@ def evaluate(
     classifier: FeatureModel,
     reference: RealReference,
     seed: int = 0,
+    blas_threads: int | None = BLAS_THREADS,
 ) -> dict[str, float]:
     """All metrics of generated ``images`` against ``reference``, as a flat dict of floats.
 
@@ -427,11 +451,16 @@ def evaluate(
     ``seed`` only picks the KID subsets. Needs more than ``PR_K`` images; pass as many as the
     reference holds (10,000 for the test split): k-NN radii shrink as a set grows, so
     precision and recall are only comparable between equal-sized sets, and FD is biased
-    upwards for small samples.
+    upwards for small samples. NumPy's BLAS runs with ``blas_threads`` threads (``None``: its
+    default); see ``BLAS_THREADS``.
     """
+    if reference.classifier_key != classifier.key:
+        raise ValueError("the reference was computed with another classifier; recompute it")
     features, probabilities = classifier.predict(images)
-    kid_mean, kid_std = kid(reference.features, features, seed=seed)
-    precision, recall = precision_recall(reference.features, features, real_radii=reference.radii)
+    with _blas_threads(blas_threads):
+        kid_mean, kid_std = kid(reference.features, features, seed=seed)
+        real_features, radii = reference.features, reference.radii
+        precision, recall = precision_recall(real_features, features, real_radii=radii)
     return {
         "fd": frechet_distance(reference.mean, reference.cov, *gaussian_stats(features)),
         "kid": kid_mean,

@@ -205,6 +205,7 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
                 epochs=settings.train.epochs,
                 initial_epoch=first_epoch,
                 steps_per_epoch=steps,
+                shuffle=False,  # epoch_batches already shuffles, per (seed, epoch)
                 callbacks=[logger, stopper, evaluator, EpochCheckpoint(checkpoint, run.run_id)],
                 verbose=_verbosity(settings.train.verbose),
             )

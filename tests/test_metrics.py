@@ -223,6 +223,9 @@ def test_reference_is_cached_by_classifier_and_images(
     np.testing.assert_array_equal(again.features, reference.features)
     assert again.summary == reference.summary and again.nyquist_share == reference.nyquist_share
     assert RealReference.key_for(classifier, halves[1]) != reference.key
+    foreign = dataclasses.replace(reference, classifier_key="another classifier")
+    with pytest.raises(ValueError, match="another classifier"):
+        evaluate(halves[1][:10], classifier, foreign)
 
 
 def test_class_metrics_on_known_probabilities():
