@@ -14,7 +14,7 @@ ALL_UPSAMPLERS := $(shell ls conf/upsampler | sed -n 's/\.yaml$$//p' | paste -sd
 # Sweep to report with `make report` (default: the latest sweep in the store)
 SWEEP ?=
 
-.PHONY: install sweep sweep-all report train test lint format ui clean
+.PHONY: install sweep sweep-all report bench train test lint format ui clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -34,6 +34,9 @@ sweep-all: $(STAMP)  ## every upsampler in conf/upsampler x seeds 0..4 (about 55
 
 report: $(STAMP)  ## the comparison report of SWEEP (default: the latest sweep)
 	$(PY) -m src.report $(SWEEP)
+
+bench: $(STAMP)  ## throughput of the harness against a plain Keras GAN, and more (outputs/bench/)
+	$(PY) -m src.bench
 
 train: $(STAMP)  ## one run with the defaults (add ARGS="upsampler=transpose ...")
 	$(PY) -m src.train $(ARGS)

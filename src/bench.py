@@ -1,0 +1,390 @@
+"""``make bench`` (``python -m src.bench``): how fast the harness trains, measured side by side.
+
+For every upsampler in ``conf/upsampler`` it times the harness's own training step (XLA,
+``steps_per_execution``, in-graph batches from ``src.batches``) against a reference written the
+plain way (the keras.io DCGAN pattern: ``train_step`` override, default ``compile``, ``fit`` on a
+NumPy array), interleaved in one process so machine noise hits both alike, and reports the
+ratio. It also counts training FLOPs per image from the traced train step, measures a float32
+matmul rate for model FLOP utilisation, the start-up time of ``python -m src.train`` to its first
+epoch, the full final evaluation (10k samples), the per-epoch MLflow logging cost, and
+throughput against batch size. Figures go to ``outputs/bench/<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from src import schema
+from src.data import load_mnist
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How much to measure: ``full`` for the README's numbers, ``tiny`` for the test."""
+
+    steps: int  # training steps per timed repeat
+    repeats: int  # timed repeats per implementation
+    batch_sizes: tuple[int, ...]
+    eval_samples: int
+    matmul_size: int
+
+
+MODES = {
+    "full": Mode(
+        steps=208,
+        repeats=5,
+        batch_sizes=(32, 64, 128, 256, 512, 1024),
+        eval_samples=10_000,
+        matmul_size=2048,
+    ),
+    "tiny": Mode(steps=16, repeats=2, batch_sizes=(32, 128), eval_samples=500, matmul_size=256),
+}
+
+
+def compose(*overrides: str) -> schema.Config:
+    """The project's config with overrides, validated (Hydra compose, as the CLI does)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    schema.register()
+    conf = Path(schema.project_root()) / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=["paths.output_dir=.", *overrides])
+    return schema.to_settings(cfg)
+
+
+def reference_gan(settings: schema.Config) -> Any:
+    """The keras.io DCGAN pattern: a ``train_step`` override, default compile, no tuning."""
+    import keras
+    import tensorflow as tf
+
+    from src.networks import build_discriminator, build_generator
+
+    class ReferenceGAN(keras.Model):
+        def __init__(self, discriminator: Any, generator: Any, latent_dim: int):
+            super().__init__()
+            self.discriminator = discriminator
+            self.generator = generator
+            self.latent_dim = latent_dim
+            self.seed_generator = keras.random.SeedGenerator(1337)
+
+        def compile(self, d_optimizer: Any, g_optimizer: Any, loss_fn: Any) -> None:
+            super().compile()
+            self.d_optimizer = d_optimizer
+            self.g_optimizer = g_optimizer
+            self.loss_fn = loss_fn
+
+        def train_step(self, real_images: Any) -> dict:
+            batch_size = tf.shape(real_images)[0]
+            z = keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+            generated = self.generator(z)
+            combined = tf.concat([generated, real_images], axis=0)
+            labels = tf.concat([tf.zeros((batch_size, 1)), tf.ones((batch_size, 1))], axis=0)
+            with tf.GradientTape() as tape:
+                d_loss = self.loss_fn(labels, self.discriminator(combined))
+            grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+            self.d_optimizer.apply_gradients(
+                zip(grads, self.discriminator.trainable_weights, strict=True)
+            )
+            z = keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+            with tf.GradientTape() as tape:
+                g_loss = self.loss_fn(
+                    tf.ones((batch_size, 1)), self.discriminator(self.generator(z))
+                )
+            grads = tape.gradient(g_loss, self.generator.trainable_weights)
+            self.g_optimizer.apply_gradients(
+                zip(grads, self.generator.trainable_weights, strict=True)
+            )
+            return {"d_loss": d_loss, "g_loss": g_loss}
+
+    model = ReferenceGAN(
+        build_discriminator(settings.discriminator, settings.data.image_size),
+        build_generator(settings.generator, settings.upsampler),
+        settings.generator.latent_dim,
+    )
+    lr, beta = settings.train.learning_rate, settings.train.beta_1
+    model.compile(
+        keras.optimizers.Adam(lr, beta),
+        keras.optimizers.Adam(lr, beta),
+        keras.losses.BinaryCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def harness_gan(settings: schema.Config, steps: int) -> Any:
+    """The harness's GAN, compiled exactly as ``src.train`` compiles it."""
+    import keras
+
+    from src.batches import execution_steps
+    from src.gan import GAN
+    from src.networks import build_discriminator, build_generator
+
+    gan = GAN(
+        build_generator(settings.generator, settings.upsampler),
+        build_discriminator(settings.discriminator, settings.data.image_size),
+        seed=settings.seed,
+    )
+    adam = lambda: keras.optimizers.Adam(settings.train.learning_rate, settings.train.beta_1)  # noqa: E731
+    gan.compile(
+        d_optimizer=adam(),
+        g_optimizer=adam(),
+        jit_compile=settings.train.jit_compile,
+        steps_per_execution=execution_steps(steps, settings.train.steps_per_execution),
+    )
+    return gan
+
+
+class Trainer:
+    """One implementation ready to be timed: ``run()`` trains ``steps`` batches once."""
+
+    def __init__(self, kind: str, settings: schema.Config, images: Any, steps: int):
+        from src.batches import epoch_batches
+
+        self.kind, self.steps = kind, steps
+        batch = settings.train.batch_size
+        self.images = images[: steps * batch]
+        if kind == "harness":
+            self.model = harness_gan(settings, steps)
+            self.data = epoch_batches(self.images, batch, settings.seed, 0, 1)
+            self.fit = lambda: self.model.fit(
+                self.data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0
+            )
+        else:
+            self.model = reference_gan(settings)
+            self.fit = lambda: self.model.fit(self.images, batch_size=batch, epochs=1, verbose=0)
+        self.fit()  # warm-up: tracing and compilation are not throughput
+        self.batch = batch
+
+    def run(self) -> float:
+        """Images per second of one timed pass."""
+        started = time.perf_counter()
+        self.fit()
+        return self.steps * self.batch / (time.perf_counter() - started)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median, min, max of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def matmul_gflops(size: int, repeats: int = 10) -> float:
+    """Measured float32 matmul rate in GFLOP/s (2 n^3 FLOPs per product), the machine's ceiling."""
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    product = tf.function(lambda x, y: tf.matmul(x, y))
+    product(a, b).numpy()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        product(a, b).numpy()
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def train_flops_per_image(settings: schema.Config) -> float:
+    """FLOPs of one harness training step divided by its batch, from the traced graph."""
+    import tensorflow as tf
+
+    from src.flops import profile_float_ops
+
+    gan = harness_gan(settings, 1)
+    gan.build_optimizers()
+    batch = settings.train.batch_size
+    shape = (batch, settings.data.image_size, settings.data.image_size, 1)
+    traced = tf.function(gan.train_step).get_concrete_function(tf.TensorSpec(shape, tf.float32))
+    return profile_float_ops(traced.graph) / batch
+
+
+def throughput(upsamplers: list[str], images: Any, mode: Mode) -> dict[str, Any]:
+    """Harness and reference images/s per upsampler, interleaved repeats, and their ratio."""
+    results = {}
+    for name in upsamplers:
+        settings = compose(f"upsampler={name}")
+        trainers = [Trainer(kind, settings, images, mode.steps) for kind in ("harness", "plain")]
+        timings: dict[str, list[float]] = {"harness": [], "plain": []}
+        for _ in range(mode.repeats):
+            for trainer in trainers:
+                timings[trainer.kind].append(trainer.run())
+        ours, plain = summary(timings["harness"]), summary(timings["plain"])
+        results[name] = {
+            "harness_images_per_second": ours,
+            "reference_images_per_second": plain,
+            "ratio": ours["median"] / plain["median"],
+            "train_flops_per_image": train_flops_per_image(settings),
+        }
+        print(f"  {name:<11} harness {ours['median']:8,.0f} img/s   reference "
+              f"{plain['median']:8,.0f} img/s   ratio {results[name]['ratio']:.2f}")  # fmt: skip
+    return results
+
+
+def batch_scaling(images: Any, mode: Mode) -> dict[str, float]:
+    """Harness images/s against batch size (default upsampler)."""
+    scaling = {}
+    for batch in mode.batch_sizes:
+        steps = max(mode.steps * 128 // batch, 4)
+        trainer = Trainer("harness", compose(f"train.batch_size={batch}"), images, steps)
+        scaling[str(batch)] = statistics.median(trainer.run() for _ in range(mode.repeats))
+    return scaling
+
+
+def startup_seconds(tmp: Path) -> float:
+    """Wall time from launching ``python -m src.train`` to its first epoch starting.
+
+    Run once first so the data, classifier and reference caches and the MLflow store are warm.
+    """
+    # 2 epochs: Keras prints "Epoch 1/N" only when N > 1.
+    args = [sys.executable, "-m", "src.train", "data.limit=512", "train.epochs=2",
+            "eval.samples=100", "train.verbose=2", f"tracking.uri=sqlite:///{tmp / 'm.db'}",
+            f"hydra.run.dir={tmp / 'run'}", f"paths.checkpoint_dir={tmp / 'ck'}"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each line as it is printed
+    subprocess.run(args, cwd=schema.project_root(), capture_output=True, check=True, env=env)
+    started = time.perf_counter()
+    with subprocess.Popen(
+        args, cwd=schema.project_root(), stdout=subprocess.PIPE, text=True, env=env
+    ) as p:
+        for line in p.stdout:
+            if line.startswith("Epoch 1/"):
+                elapsed = time.perf_counter() - started
+                break
+        else:
+            raise RuntimeError("src.train ended without starting an epoch")
+        p.wait()
+    return elapsed
+
+
+def evaluation_seconds(images: Any, mode: Mode) -> float:
+    """Time of one full evaluation: generating ``eval_samples`` images, features, all metrics."""
+    import numpy as np
+
+    from src.classifier import load_or_train
+    from src.metrics import RealReference, evaluate
+    from src.networks import build_generator
+
+    settings = compose()
+    data = load_mnist(settings.data, settings.paths.cache_dir)
+    classifier = load_or_train(data, settings.paths.cache_dir, settings.data.method)
+    reference = RealReference.load_or_compute(classifier, data.x_test, settings.paths.cache_dir)
+    generator = build_generator(settings.generator, settings.upsampler)
+    z = np.random.default_rng(0).standard_normal((mode.eval_samples, 100)).astype("float32")
+    generator.predict(z[:10], verbose=0)
+    started = time.perf_counter()
+    samples = generator.predict(z, batch_size=2000, verbose=0)
+    evaluate(samples, classifier, reference)
+    return time.perf_counter() - started
+
+
+def logging_seconds(tmp: Path, repeats: int = 5) -> float:
+    """Per-epoch MLflow cost: one epoch's metrics and its 64-sample grid, into a sqlite store."""
+    import numpy as np
+
+    from src import tracking
+    from src.images import sample_grid
+
+    uri = f"sqlite:///{tmp / 'log.db'}"
+    run = tracking.start_run(uri, tracking.ensure_experiment(uri, "bench", None), "bench", {})
+    grid = sample_grid(np.zeros((64, 10, 10, 1), np.float32), 4)
+    metrics = {k: 1.0 for k in ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy",
+                                "epoch_seconds", "images_per_second")}  # fmt: skip
+    started = time.perf_counter()
+    for step in range(repeats):
+        run.log_metrics(metrics, step=step)
+        run.log_image(grid, key="samples", step=step)
+    run.end("FINISHED")
+    return (time.perf_counter() - started) / repeats
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Run the benchmark, print its table and write the JSON; returns the JSON's path."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(MODES), default="full")
+    parser.add_argument("--out", default=str(Path(schema.project_root()) / "outputs" / "bench"))
+    parser.add_argument("upsamplers", nargs="*", help="default: every file in conf/upsampler")
+    args = parser.parse_args(argv)
+    mode = MODES[args.mode]
+    upsamplers = args.upsamplers or sorted(
+        path.stem for path in (Path(schema.project_root()) / "conf" / "upsampler").glob("*.yaml")
+    )
+    settings = compose()
+    images = load_mnist(settings.data, settings.paths.cache_dir).x_train
+
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    started = time.perf_counter()
+    print(f"upsampler-gan benchmark ({args.mode}), batch {settings.train.batch_size}")
+    matmul = matmul_gflops(mode.matmul_size)
+    results = throughput(upsamplers, images, mode)
+    for row in results.values():
+        achieved = row["harness_images_per_second"]["median"] * row["train_flops_per_image"]
+        row["model_flop_utilisation"] = achieved / (matmul * 1e9)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(scratch)
+        report = {
+            "mode": args.mode,
+            "machine": {
+                "platform": platform.platform(),
+                "processor": platform.processor(),
+                "cpus": os.cpu_count(),
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+            },
+            "batch_size": settings.train.batch_size,
+            "matmul_gflops": matmul,
+            "upsamplers": results,
+            "batch_scaling_images_per_second": batch_scaling(images, mode),
+            "final_evaluation_seconds": evaluation_seconds(images, mode),
+            "eval_samples": mode.eval_samples,
+            "startup_to_first_epoch_seconds": startup_seconds(tmp),
+            "mlflow_logging_seconds_per_epoch": logging_seconds(tmp),
+        }
+    default = next(iter(results.values()))["harness_images_per_second"]["median"]
+    epoch_seconds = len(images) / default
+    report["mlflow_logging_share_of_epoch"] = (
+        report["mlflow_logging_seconds_per_epoch"] / epoch_seconds
+    )
+    report["bench_seconds"] = time.perf_counter() - started
+    _print_table(report)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"written to {path}")
+    return path
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    print(f"\nmatmul: {report['matmul_gflops']:.0f} GFLOP/s")
+    print(f"{'upsampler':<11} {'harness img/s':>14} {'reference':>10} {'ratio':>6} "
+          f"{'MFLOP/img':>10} {'MFU':>6}")  # fmt: skip
+    for name, row in report["upsamplers"].items():
+        print(f"{name:<11} {row['harness_images_per_second']['median']:>14,.0f} "
+              f"{row['reference_images_per_second']['median']:>10,.0f} {row['ratio']:>6.2f} "
+              f"{row['train_flops_per_image'] / 1e6:>10.2f} "
+              f"{row['model_flop_utilisation']:>6.1%}")  # fmt: skip
+    scaling = ", ".join(
+        f"{b}: {v:,.0f}" for b, v in report["batch_scaling_images_per_second"].items()
+    )
+    print(f"batch size -> img/s: {scaling}")
+    print(f"final evaluation ({report['eval_samples']} samples): "
+          f"{report['final_evaluation_seconds']:.2f} s")  # fmt: skip
+    print(f"start-up to first epoch: {report['startup_to_first_epoch_seconds']:.1f} s")
+    print(f"MLflow per epoch: {report['mlflow_logging_seconds_per_epoch'] * 1000:.0f} ms "
+          f"({report['mlflow_logging_share_of_epoch']:.2%} of an epoch)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
