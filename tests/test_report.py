@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -42,6 +43,17 @@ def _search(tmp, sweep_id):
         experiment_names=["upsamplers"], filter_string=f"tags.sweep_id = '{sweep_id}'"
     )
     return runs[runs["tags.report"].isna()] if "tags.report" in runs else runs
+
+
+def test_multirun_jobs_are_runs_of_one_sweep_with_a_summary(sweep):
+    tmp, sweep_id, good, _ = sweep
+    runs = _search(tmp, sweep_id)
+    names = sorted(runs["tags.mlflow.runName"])
+    assert names == ["nearest-s0", "nearest-s1", "transpose-s0", "transpose-s1", "transpose-s2"]
+    assert set(runs["tags.sweep_id"]) == {sweep_id}
+    assert f"sweep {sweep_id}: 4 runs" in good.stdout
+    assert re.search(r"nearest-s0\s+FINISHED\s+d_loss=", good.stdout)
+    assert "open the results: mlflow ui --backend-store-uri sqlite:///" in good.stdout
 
 
 def test_failed_job_makes_the_sweep_fail_and_is_reported(sweep):
@@ -105,7 +117,7 @@ def test_report_run_holds_the_artifacts(sweep):
         [experiment.experiment_id], filter_string=f"attributes.run_name = 'report-{sweep_id}'"
     )
     assert reports and all(r.data.tags["sweep_id"] == sweep_id for r in reports)
-    names = {a.path.split("/")[-1] for a in client.list_artifacts(reports[0].info.run_id, sweep_id)}
+    names = {a.path for a in client.list_artifacts(reports[0].info.run_id)}
     assert {"report.md", "table.json", "samples.png", "losses.png"} <= names
 
 

@@ -1,5 +1,6 @@
-"""End to end on real MNIST: a 1-epoch run through Hydra into a temporary MLflow store, and a
-two-job multirun through the command line."""
+"""End to end on real MNIST: a short run through Hydra into a temporary MLflow store.
+
+Multiruns (one sweep id, the summary, the report) are tested in test_report.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -124,31 +124,3 @@ def test_models_summary_and_config_are_artifacts(trained):
     assert images.min() >= -1 and images.max() <= 1
     disc = client.download_artifacts(run.info.run_id, "discriminator/discriminator.keras", str(tmp))
     assert keras.models.load_model(disc).predict(images, verbose=0).shape == (16, 1)
-
-
-def test_multirun_two_jobs_share_one_sweep_id(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = run_cli(
-        "--multirun",
-        "upsampler=nearest,transpose",
-        "data.limit=1000",
-        "train.epochs=1",
-        f"tracking.uri={uri}",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        f"paths.reports_dir={tmp_path / 'reports'}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(uri)
-    every = client.search_runs([client.get_experiment_by_name("upsamplers").experiment_id])
-    runs = [r for r in every if "report" not in r.data.tags]
-    assert sorted(r.info.run_name for r in runs) == ["nearest-s0", "transpose-s0"]
-    assert {r.info.status for r in runs} == {"FINISHED"}
-    sweep_ids = {r.data.tags["sweep_id"] for r in runs}
-    assert len(sweep_ids) == 1
-    (sweep_id,) = sweep_ids
-    assert f"sweep {sweep_id}: 2 runs" in result.stdout
-    assert re.search(r"nearest-s0\s+FINISHED\s+d_loss=", result.stdout)
-    assert "mlflow ui" in result.stdout
-    (report,) = [r for r in every if "report" in r.data.tags]
-    assert report.info.run_name == f"report-{sweep_id}"
-    assert (tmp_path / "reports" / sweep_id / "report.md").is_file()
