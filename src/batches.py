@@ -43,12 +43,11 @@ def epoch_batches(
         order = tf.random.experimental.stateless_shuffle(
             tf.range(count, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
         )
-        return tf.data.Dataset.from_tensor_slices(order)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
 
     return (
         tf.data.Dataset.range(first_epoch, epochs)
         .flat_map(permutation)
-        .batch(batch_size, drop_remainder=True)
         .map(lambda index: tf.gather(pool, index), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )

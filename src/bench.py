@@ -44,8 +44,8 @@ class Mode:
 
 MODES = {
     "full": Mode(
-        steps=208,
-        repeats=5,
+        steps=104,
+        repeats=3,
         batch_sizes=(32, 64, 128, 256, 512, 1024),
         eval_samples=10_000,
         matmul_size=2048,

@@ -14,6 +14,7 @@ import io
 import os
 import pickle
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -125,7 +126,14 @@ def read_raw(source: Source) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
             with np.load(source.path, allow_pickle=False) as npz:
                 x_train, y_train = npz["x_train"] / np.float32(255), npz["y_train"]
                 xt, yt = npz["x_test"] / np.float32(255), npz["y_test"]
-    except (OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as error:
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    ) as error:
         raise DataError(f"cannot read MNIST from {source.path}: {error}") from error
     shape = lambda x: np.asarray(x, np.float32).reshape(-1, 28, 28)  # noqa: E731
     return shape(x_train), np.asarray(y_train, np.int64), shape(xt), np.asarray(yt, np.int64)
@@ -156,7 +164,7 @@ def load_mnist(cfg, cache_dir: str | Path) -> Mnist10:
             with np.load(cache, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
             from_cache = True
-        except (OSError, ValueError, KeyError, EOFError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             print(f"notice: data cache {cache} is damaged ({error}); rebuilding", file=sys.stderr)
     if arrays is None:
         x_train, y_train, x_test, y_test = read_raw(source)

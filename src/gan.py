@@ -48,6 +48,22 @@ class GAN(keras.Model):
         """Trackers Keras resets at each epoch start."""
         return list(self.trackers.values())
 
+    def _seed_states(self) -> list:
+        """Seed-generator states (latent draws, Dropout masks): Keras' weight files omit them."""
+        return [v for v in self.variables if v.path.endswith("seed_generator_state")]
+
+    def save_own_variables(self, store: Any) -> None:
+        super().save_own_variables(store)
+        for i, state in enumerate(self._seed_states()):
+            store[f"seed_state_{i}"] = keras.ops.convert_to_numpy(state)
+
+    def load_own_variables(self, store: Any) -> None:
+        for i, state in enumerate(self._seed_states()):
+            state.assign(store[f"seed_state_{i}"])
+        super().load_own_variables(
+            {k: store[k] for k in store.keys() if not k.startswith("seed_state_")}  # noqa: SIM118 - an H5 group
+        )
+
     def build_optimizers(self) -> None:
         """Create both optimizers' slot variables now (needed before restoring their state)."""
         self.d_optimizer.build(self.discriminator.trainable_variables)

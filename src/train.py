@@ -97,9 +97,7 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
     output_dir = Path(settings.paths.output_dir)
     check_writable(output_dir)
     uri = tracking.resolve_uri(settings.tracking.uri, settings.paths.root)
-    experiment_id = tracking.ensure_experiment(
-        uri, settings.tracking.experiment, settings.tracking.artifact_location
-    )
+    tracking.check_reachable(uri)
     name = run_name(settings)
     checkpoint = Checkpoint(Path(settings.paths.checkpoint_dir) / run_key(name, resolved))
     state = checkpoint.read() if settings.resume else None
@@ -107,6 +105,10 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
         print(f"{name}: already finished (run {state.run_id}); nothing to resume")
         return {"run_id": state.run_id, "name": name, "status": "SKIPPED"}
     data = load_mnist(replace(settings.data, limit=None), settings.paths.cache_dir)
+    # Only now, with the input known good, is anything written to the tracking store.
+    experiment_id = tracking.ensure_experiment(
+        uri, settings.tracking.experiment, settings.tracking.artifact_location
+    )
     train_images = data.x_train[: settings.data.limit]
 
     import keras
@@ -324,5 +326,24 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def cli() -> None:
+    """``main`` with Hydra's composition errors (wrong type, unknown key or option) on one line."""
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let them reach us instead of Hydra's multi-line report
+    try:
+        main()
+    except (ConfigCompositionException, OverrideParseException) as error:
+        lines = []
+        for line in str(error).splitlines():
+            if line.startswith("Config search path"):
+                break  # Hydra's search path: noise for a user who mistyped an override
+            if line.strip():
+                lines.append(line.strip())
+        if error.__cause__ is not None:
+            lines.append(str(error.__cause__).splitlines()[0])
+        sys.exit(f"error: {' '.join(lines)}")
+
+
 if __name__ == "__main__":
-    main()
+    cli()

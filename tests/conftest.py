@@ -36,6 +36,8 @@ def make_cfg(tmp_path: Path, store_uri: str) -> Callable[..., DictConfig]:
                 config_name="config",
                 overrides=[
                     f"paths.output_dir={tmp_path / 'run'}",
+                    f"paths.checkpoint_dir={tmp_path / 'checkpoints'}",
+                    f"paths.reports_dir={tmp_path / 'reports'}",
                     f"tracking.uri={store_uri}",
                     *overrides,
                 ],
@@ -56,3 +58,46 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.Co
         text=True,
         timeout=timeout,
     )
+
+
+def cli_env() -> dict[str, str]:
+    """The environment :func:`run_cli` gives its process, for tests that start one themselves."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def start_cli(*args: str, log: Path, cwd: Path = ROOT) -> subprocess.Popen:
+    """Start ``python -m src.train ARGS`` in the background (to signal or kill it); its stdout
+    and stderr go to the files ``<log>.out`` and ``<log>.err``, which cannot fill up as pipes do."""
+    with open(f"{log}.out", "w") as out, open(f"{log}.err", "w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "src.train", *args],
+            cwd=cwd,
+            env=cli_env(),
+            stdout=out,
+            stderr=err,
+        )
+
+
+def wait_for_checkpoint(
+    folder: Path, process: subprocess.Popen, epoch: int, timeout: float = 300
+) -> dict:
+    """Poll ``<folder>/*/state.json`` until it records at least ``epoch`` completed epochs and
+    return it (with its path under "path"); fail if ``process`` ends first or time runs out."""
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in folder.glob("*/state.json"):
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if state["epoch"] >= epoch:
+                return {**state, "path": path}
+        if process.poll() is not None:
+            raise AssertionError(f"process ended (exit {process.returncode}) before epoch {epoch}")
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint of epoch {epoch} in {folder} after {timeout}s")

@@ -52,6 +52,7 @@ def trained(tmp_path_factory):
                 "train.verbose=0",
                 f"tracking.uri={uri}",
                 f"paths.output_dir={tmp / 'out'}",
+                f"paths.checkpoint_dir={tmp / 'checkpoints'}",
             ],
         )
     result = train(cfg)
