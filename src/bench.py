@@ -124,40 +124,18 @@ def reference_gan(settings: schema.Config) -> Any:
     return model
 
 
-def harness_gan(settings: schema.Config, steps: int) -> Any:
-    """The harness's GAN, compiled exactly as ``src.train`` compiles it."""
-    import keras
-
-    from src.batches import execution_steps
-    from src.gan import GAN
-    from src.networks import build_discriminator, build_generator
-
-    gan = GAN(
-        build_generator(settings.generator, settings.upsampler),
-        build_discriminator(settings.discriminator, settings.data.image_size),
-        seed=settings.seed,
-    )
-    adam = lambda: keras.optimizers.Adam(settings.train.learning_rate, settings.train.beta_1)  # noqa: E731
-    gan.compile(
-        d_optimizer=adam(),
-        g_optimizer=adam(),
-        jit_compile=settings.train.jit_compile,
-        steps_per_execution=execution_steps(steps, settings.train.steps_per_execution),
-    )
-    return gan
-
-
 class Trainer:
     """One implementation ready to be timed: ``run()`` trains ``steps`` batches once."""
 
     def __init__(self, kind: str, settings: schema.Config, images: Any, steps: int):
         from src.batches import epoch_batches
+        from src.gan import build_gan
 
         self.kind, self.steps = kind, steps
         batch = settings.train.batch_size
         self.images = images[: steps * batch]
         if kind == "harness":
-            self.model = harness_gan(settings, steps)
+            self.model = build_gan(settings, steps)
             self.data = epoch_batches(self.images, batch, settings.seed, 0, 1)
             self.fit = lambda: self.model.fit(
                 self.data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0
@@ -199,8 +177,9 @@ def train_flops_per_image(settings: schema.Config) -> float:
     import tensorflow as tf
 
     from src.flops import profile_float_ops
+    from src.gan import build_gan
 
-    gan = harness_gan(settings, 1)
+    gan = build_gan(settings, 1)
     gan.build_optimizers()
     batch = settings.train.batch_size
     shape = (batch, settings.data.image_size, settings.data.image_size, 1)

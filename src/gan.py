@@ -98,3 +98,28 @@ class GAN(keras.Model):
         self.trackers["d_real_accuracy"].update_state(_share(real_logits > 0))
         self.trackers["d_fake_accuracy"].update_state(_share(fake_logits < 0))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def build_gan(settings: Any, steps_per_epoch: int) -> GAN:
+    """Both networks from the config, wrapped and compiled as every harness run trains them.
+
+    ``settings`` is a validated ``src.schema.Config``; Adam(learning_rate, beta_1) for each
+    network, XLA per ``train.jit_compile``, and ``train.steps_per_execution`` rounded down to a
+    divisor of ``steps_per_epoch`` (see ``src.batches.execution_steps``).
+    """
+    from src.batches import execution_steps
+    from src.networks import build_discriminator, build_generator
+
+    gan = GAN(
+        build_generator(settings.generator, settings.upsampler),
+        build_discriminator(settings.discriminator, settings.data.image_size),
+        seed=settings.seed,
+    )
+    train = settings.train
+    gan.compile(
+        d_optimizer=keras.optimizers.Adam(train.learning_rate, train.beta_1),
+        g_optimizer=keras.optimizers.Adam(train.learning_rate, train.beta_1),
+        jit_compile=train.jit_compile,
+        steps_per_execution=execution_steps(steps_per_epoch, train.steps_per_execution),
+    )
+    return gan

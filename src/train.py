@@ -113,7 +113,7 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
 
     import keras
 
-    from src.batches import epoch_batches, execution_steps, steps_per_epoch
+    from src.batches import epoch_batches, steps_per_epoch
     from src.callbacks import (
         EpochCheckpoint,
         MlflowEpochLogger,
@@ -121,9 +121,8 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
         StopOnDivergence,
     )
     from src.classifier import load_or_train
-    from src.gan import GAN
+    from src.gan import build_gan
     from src.metrics import RealReference
-    from src.networks import build_discriminator, build_generator
 
     # Before the run's own seeding: the classifier seeds itself when it has to be trained.
     classifier = load_or_train(data, settings.paths.cache_dir, settings.data.method)
@@ -134,17 +133,9 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
 
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(settings.seed)
-    generator = build_generator(settings.generator, settings.upsampler)
-    discriminator = build_discriminator(settings.discriminator, settings.data.image_size)
-    gan = GAN(generator, discriminator, seed=settings.seed)
     steps = steps_per_epoch(len(train_images), settings.train.batch_size)
-    adam = lambda: keras.optimizers.Adam(settings.train.learning_rate, settings.train.beta_1)  # noqa: E731
-    gan.compile(
-        d_optimizer=adam(),
-        g_optimizer=adam(),
-        jit_compile=settings.train.jit_compile,
-        steps_per_execution=execution_steps(steps, settings.train.steps_per_execution),
-    )
+    gan = build_gan(settings, steps)
+    generator, discriminator = gan.generator, gan.discriminator
     gan.build_optimizers()
     first_epoch = 0
     if state is not None:
