@@ -25,6 +25,7 @@ import numpy as np
 
 from src import tracking
 from src.schema import project_root
+from src.sweep import REPORT_TAG
 
 # Final metrics in the table: (key, label, True when lower is better, format).
 TABLE_METRICS: list[tuple[str, str, bool | None, str]] = [
@@ -41,7 +42,6 @@ TABLE_METRICS: list[tuple[str, str, bool | None, str]] = [
 # Pairwise comparisons; lower is better (checkerboard is compared by its distance from 0).
 PAIR_METRICS = ["fd", "checkerboard"]
 CONFIDENCE = 0.95
-REPORT_TAG = "report"
 
 
 class ReportError(RuntimeError):

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from src import tracking
 
 SWEEP_ID_FILE = "sweep_id.txt"
+REPORT_TAG = "report"  # set on report runs, which share the sweep_id tag with training runs
 
 
 def job_sweep_id(hydra_cfg: Any) -> str | None:
@@ -57,7 +58,7 @@ class SweepCallback(Callback):
             filter_string=f"tags.sweep_id = '{self.sweep_id}'",
             order_by=["attributes.start_time ASC"],
         )
-        runs = [run for run in runs if "report" not in run.data.tags]
+        runs = [run for run in runs if REPORT_TAG not in run.data.tags]
         print(f"\nsweep {self.sweep_id}: {len(runs)} runs")
         for run in runs:
             metrics = run.data.metrics

@@ -39,22 +39,12 @@ def run_name(settings: schema.Config) -> str:
     return f"{settings.upsampler.name}-s{settings.seed}"
 
 
-def fixed_latents(settings: schema.Config) -> Any:
-    """Sample-grid latents: the same for every run of every variant (own seed, not the run's)."""
+def latents(seed: int, count: int, latent_dim: int) -> Any:
+    """A fixed latent batch from its own seed (not the run's): identical for every run and
+    variant, so sample grids and evaluations compare generators on the same z."""
     import numpy as np
 
-    rng = np.random.default_rng(settings.tracking.sample_seed)
-    shape = (settings.tracking.sample_count, settings.generator.latent_dim)
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def eval_latents(settings: schema.Config) -> Any:
-    """Evaluation latents: one fixed batch for every run and variant (``eval.seed``)."""
-    import numpy as np
-
-    rng = np.random.default_rng(settings.eval.seed)
-    shape = (settings.eval.samples, settings.generator.latent_dim)
-    return rng.standard_normal(shape).astype(np.float32)
+    return np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
 
 
 def check_writable(folder: Path) -> None:
@@ -163,9 +153,10 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
         checkpoint.write_state(State(run_id=run.run_id, epoch=0))
 
     started = time.perf_counter()
+    latent_dim = settings.generator.latent_dim
     logger = MlflowEpochLogger(
         run,
-        fixed_latents(settings),
+        latents(settings.tracking.sample_seed, settings.tracking.sample_count, latent_dim),
         steps * settings.train.batch_size,
         settings.tracking.sample_zoom,
     )
@@ -174,7 +165,7 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
         run,
         classifier,
         reference,
-        eval_latents(settings),
+        latents(settings.eval.seed, settings.eval.samples, latent_dim),
         settings.eval.every_epochs,
         settings.train.epochs,
     )

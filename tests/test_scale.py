@@ -51,16 +51,14 @@ def _runs(uri: str) -> tuple[list, list]:
     )
 
 
-# --- 1: a multirun through submitit -----------------------------------------------------------
+def _two_job_sweep(launcher: str, uri: str, tmp_path: Path) -> tuple:
+    """Run ``seed=0,1`` through ``launcher`` into ``uri``; check both runs FINISHED in one sweep.
 
-
-def test_submitit_multirun_two_jobs_one_sweep(tmp_path):
-    """Two jobs run by submitit's local executor, each in its own process, land as two FINISHED
-    runs with the sweep id the callback wrote in the driver process."""
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    Returns (the CLI result, training runs, report runs, the sweep id).
+    """
     result = run_cli(
         "--multirun",
-        "hydra/launcher=local_submitit",
+        f"hydra/launcher={launcher}",
         "seed=0,1",
         *TINY,
         f"tracking.uri={uri}",
@@ -70,8 +68,19 @@ def test_submitit_multirun_two_jobs_one_sweep(tmp_path):
     runs, reports = _runs(uri)
     assert sorted(run.info.run_name for run in runs) == ["nearest-s0", "nearest-s1"]
     assert {run.info.status for run in runs} == {"FINISHED"}
-    sweep_id = (tmp_path / "sweep" / "sweep_id.txt").read_text().strip()
-    assert {run.data.tags["sweep_id"] for run in runs} == {sweep_id}
+    (sweep_id,) = {run.data.tags["sweep_id"] for run in runs}
+    return result, runs, reports, sweep_id
+
+
+# --- 1: a multirun through submitit -----------------------------------------------------------
+
+
+def test_submitit_multirun_two_jobs_one_sweep(tmp_path):
+    """Two jobs run by submitit's local executor, each in its own process, land as two FINISHED
+    runs with the sweep id the callback wrote in the driver process."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    result, _, reports, sweep_id = _two_job_sweep("local_submitit", uri, tmp_path)
+    assert sweep_id == (tmp_path / "sweep" / "sweep_id.txt").read_text().strip()
     assert f"sweep {sweep_id}: 2 runs" in result.stdout
     assert [run.info.run_name for run in reports] == [f"report-{sweep_id}"]
     assert (tmp_path / "reports" / sweep_id / "report.md").is_file()
@@ -166,19 +175,7 @@ def test_sweep_logs_to_a_tracking_server_and_reports_from_it(mlflow_server, tmp_
     from src.report import build_report
 
     url, artifacts = mlflow_server
-    result = run_cli(
-        "--multirun",
-        "hydra/launcher=local_parallel",
-        "seed=0,1",
-        *TINY,
-        f"tracking.uri={url}",
-        *_isolated(tmp_path),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs, reports = _runs(url)
-    assert sorted(run.info.run_name for run in runs) == ["nearest-s0", "nearest-s1"]
-    assert {run.info.status for run in runs} == {"FINISHED"}
-    (sweep_id,) = {run.data.tags["sweep_id"] for run in runs}
+    _, runs, reports, sweep_id = _two_job_sweep("local_parallel", url, tmp_path)
     assert [run.info.run_name for run in reports] == [f"report-{sweep_id}"]
 
     client = MlflowClient(url)
