@@ -111,7 +111,7 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 2e-4
     beta_1: float = 0.5
-    jit_compile: bool = True
+    jit_compile: bool = False
     steps_per_execution: int = 16
     deterministic: bool = False
     verbose: str = "auto"
