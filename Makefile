@@ -24,7 +24,7 @@ ALL_UPSAMPLERS := $(shell ls conf/upsampler | sed -n 's/\.yaml$$//p' | paste -sd
 # Sweep to report with `make report` (default: the latest sweep in the store)
 SWEEP ?=
 
-.PHONY: install sweep sweep-all report bench train test lint format ui server clean
+.PHONY: install sweep sweep-all report bench bench-scaling train test lint format ui server clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -39,7 +39,7 @@ install: $(STAMP)  ## create .venv and install the project, its tools and the MN
 sweep: $(STAMP)  ## the default comparison: UPSAMPLERS x SEEDS, one MLflow run each
 	$(PY) -m src.train --multirun upsampler=$(UPSAMPLERS) seed=$(SEEDS) $(LAUNCH) $(ARGS)
 
-sweep-all: $(STAMP)  ## every upsampler in conf/upsampler x seeds 0..4 (about 55 min on 2 cores)
+sweep-all: $(STAMP)  ## every upsampler in conf/upsampler x seeds 0..4 (roughly 30-45 min on 2 cores)
 	$(PY) -m src.train --multirun upsampler=$(ALL_UPSAMPLERS) seed=0,1,2,3,4 $(LAUNCH) $(ARGS)
 
 report: $(STAMP)  ## the comparison report of SWEEP (default: the latest sweep)
@@ -47,6 +47,9 @@ report: $(STAMP)  ## the comparison report of SWEEP (default: the latest sweep)
 
 bench: $(STAMP)  ## throughput of the harness against a plain Keras GAN, and more (outputs/bench/)
 	$(PY) -m src.bench
+
+bench-scaling: $(STAMP)  ## run time of real runs against epochs and of sweeps against runs
+	$(PY) -m src.bench --scaling
 
 train: $(STAMP)  ## one run with the defaults (add ARGS="upsampler=transpose ...")
 	$(PY) -m src.train $(ARGS)

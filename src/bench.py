@@ -40,17 +40,32 @@ class Mode:
     batch_sizes: tuple[int, ...]
     eval_samples: int
     matmul_size: int
+    scaling_images: int  # --scaling: training images per epoch of each real run
+    scaling_epochs: tuple[int, ...]  # --scaling: epochs of the single runs
+    scaling_runs: tuple[int, ...]  # --scaling: runs (seeds) of the sweeps
 
 
 MODES = {
     "full": Mode(
-        steps=64,
-        repeats=5,
+        steps=48,
+        repeats=7,
         batch_sizes=(32, 64, 128, 256, 512, 1024),
         eval_samples=10_000,
         matmul_size=2048,
+        scaling_images=12_800,
+        scaling_epochs=(1, 2, 4, 8),
+        scaling_runs=(1, 2, 4),
     ),
-    "tiny": Mode(steps=16, repeats=2, batch_sizes=(32, 128), eval_samples=500, matmul_size=256),
+    "tiny": Mode(
+        steps=16,
+        repeats=2,
+        batch_sizes=(32, 128),
+        eval_samples=500,
+        matmul_size=256,
+        scaling_images=1_024,
+        scaling_epochs=(1, 2),
+        scaling_runs=(1, 2),
+    ),
 }
 
 
@@ -145,7 +160,9 @@ class Trainer:
         if kind == "harness":
             self.model = build_gan(settings, steps)
             data = epoch_batches(self.images, batch, settings.seed, 0, 1)
-            self.fit = lambda: self.model.fit(data, steps_per_epoch=steps, **fit_args)
+            self.fit = lambda: self.model.fit(
+                data, steps_per_epoch=steps, shuffle=False, **fit_args
+            )
         else:
             self.model = reference_gan(settings)
             self.fit = lambda: self.model.fit(self.images, batch_size=batch, **fit_args)
@@ -170,17 +187,22 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def matmul_gflops(size: int, repeats: int = 10) -> float:
-    """Measured float32 matmul rate in GFLOP/s (2 n^3 FLOPs per product), the machine's ceiling."""
+    """The machine's float32 ceiling in GFLOP/s: the fastest of ``repeats`` n x n products.
+
+    The fastest, not the mean: on a shared machine a slow repeat measures the neighbours.
+    """
     import tensorflow as tf
 
     a = tf.random.normal((size, size))
     b = tf.random.normal((size, size))
     product = tf.function(lambda x, y: tf.matmul(x, y))
     product(a, b).numpy()
-    started = time.perf_counter()
+    fastest = float("inf")
     for _ in range(repeats):
+        started = time.perf_counter()
         product(a, b).numpy()
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+        fastest = min(fastest, time.perf_counter() - started)
+    return 2 * size**3 / fastest / 1e9
 
 
 def train_flops_per_image(settings: schema.Config) -> float:
@@ -198,25 +220,46 @@ def train_flops_per_image(settings: schema.Config) -> float:
     return profile_float_ops(traced.graph) / batch
 
 
-def throughput(upsamplers: list[str], images: Any, mode: Mode) -> dict[str, Any]:
-    """Harness and reference images/s per upsampler, interleaved repeats, and their ratio."""
+def throughput(
+    upsamplers: list[str], images: Any, mode: Mode, variant: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Harness and reference images/s per upsampler, interleaved repeats, and their ratio.
+
+    With ``variant`` (Hydra overrides such as ``train.jit_compile=true``) the harness so
+    configured is timed as a third implementation in the same rotation.
+    """
     results = {}
     for name in upsamplers:
         settings = compose(f"upsampler={name}")
-        trainers = [Trainer(kind, settings, images, mode.steps) for kind in ("harness", "plain")]
-        timings: dict[str, list[float]] = {"harness": [], "plain": []}
+        trainers = {
+            "harness": Trainer("harness", settings, images, mode.steps),
+            "plain": Trainer("plain", settings, images, mode.steps),
+        }
+        if variant:
+            varied = compose(f"upsampler={name}", *variant)
+            trainers["variant"] = Trainer("harness", varied, images, mode.steps)
+        timings: dict[str, list[float]] = {label: [] for label in trainers}
         for _ in range(mode.repeats):
-            for trainer in trainers:
-                timings[trainer.kind].append(trainer.run())
+            for label, trainer in trainers.items():
+                timings[label].append(trainer.run())
         ours, plain = summary(timings["harness"]), summary(timings["plain"])
-        results[name] = {
+        row = results[name] = {
             "harness_images_per_second": ours,
             "reference_images_per_second": plain,
             "ratio": ours["median"] / plain["median"],
             "train_flops_per_image": train_flops_per_image(settings),
         }
-        print(f"  {name:<11} harness {ours['median']:8,.0f} img/s   reference "
-              f"{plain['median']:8,.0f} img/s   ratio {results[name]['ratio']:.2f}")  # fmt: skip
+        line = (f"  {name:<11} harness {ours['median']:8,.0f} img/s   reference "
+                f"{plain['median']:8,.0f} img/s   ratio {row['ratio']:.2f}")  # fmt: skip
+        if variant:
+            varied_speed = summary(timings["variant"])
+            row["variant"] = {
+                "overrides": list(variant),
+                "images_per_second": varied_speed,
+                "ratio_to_harness": varied_speed["median"] / ours["median"],
+            }
+            line += f"   variant {varied_speed['median']:8,.0f} img/s"
+        print(line)
     return results
 
 
@@ -296,18 +339,19 @@ def logging_seconds(tmp: Path, repeats: int = 5) -> float:
     return (time.perf_counter() - started) / repeats
 
 
-def run_scaling(tmp: Path, limit: int = 12_800) -> dict[str, Any]:
+def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
     """Wall time of real ``python -m src.train`` runs against epochs, and of sweeps against runs.
 
-    Each is a fresh process with warm caches, ``data.limit`` images per epoch and the default
-    evaluation; a least-squares line gives the fixed cost (start-up, classifier, final
-    evaluation, saving) and the cost per epoch or per run, and the largest relative deviation
-    from that line says how linear it is.
+    Each is a fresh process with warm caches, ``mode.scaling_images`` training images per epoch
+    and ``mode.eval_samples`` per evaluation; a least-squares line gives the fixed cost
+    (start-up, classifier, final evaluation, saving) and the cost per epoch or per run, and the
+    largest relative deviation from that line says how linear it is.
     """
     import numpy as np
 
     common = [
-        f"data.limit={limit}",
+        f"data.limit={mode.scaling_images}",
+        f"eval.samples={mode.eval_samples}",
         "train.verbose=0",
         f"tracking.uri=sqlite:///{tmp / 's.db'}",
         f"paths.checkpoint_dir={tmp / 'ck'}",
@@ -331,9 +375,9 @@ def run_scaling(tmp: Path, limit: int = 12_800) -> dict[str, Any]:
                 "seconds_each": float(slope), "max_relative_deviation": deviation}  # fmt: skip
 
     seconds("train.epochs=1", f"hydra.run.dir={tmp / 'warm'}")  # data and classifier caches
-    epochs = [1, 2, 4, 8]
+    epochs = list(mode.scaling_epochs)
     by_epochs = [seconds(f"train.epochs={e}", f"hydra.run.dir={tmp / f'e{e}'}") for e in epochs]
-    runs = [1, 2, 4]
+    runs = list(mode.scaling_runs)
     by_runs = [
         seconds(
             "-m",
@@ -343,7 +387,7 @@ def run_scaling(tmp: Path, limit: int = 12_800) -> dict[str, Any]:
         )
         for n in runs
     ]
-    return {"images_per_epoch": limit, "epochs": line(epochs, by_epochs),
+    return {"images_per_epoch": mode.scaling_images, "epochs": line(epochs, by_epochs),
             "runs_per_sweep": line(runs, by_runs)}  # fmt: skip
 
 
@@ -361,7 +405,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def step_benchmark(mode_name: str, upsamplers: list[str]) -> dict[str, Any]:
+def step_benchmark(
+    mode_name: str, upsamplers: list[str], variant: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Throughput, FLOP utilisation, batch scaling, evaluation, start-up and logging figures."""
     import keras
 
@@ -371,7 +417,7 @@ def step_benchmark(mode_name: str, upsamplers: list[str]) -> dict[str, Any]:
     keras.utils.set_random_seed(0)
     print(f"upsampler-gan benchmark ({mode_name}), batch {settings.train.batch_size}")
     matmul = matmul_gflops(mode.matmul_size)
-    results = throughput(upsamplers, images, mode)
+    results = throughput(upsamplers, images, mode, variant)
     for row in results.values():
         achieved = row["harness_images_per_second"]["median"] * row["train_flops_per_image"]
         row["model_flop_utilisation"] = achieved / (matmul * 1e9)
@@ -408,6 +454,13 @@ def main(argv: list[str] | None = None) -> Path:
         action="store_true",
         help="instead: wall time of real runs against epochs and of sweeps against runs",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="OVERRIDE",
+        help="also time the harness with this override, e.g. train.jit_compile=true (repeatable)",
+    )
     parser.add_argument("--out", default=str(Path(schema.project_root()) / "outputs" / "bench"))
     parser.add_argument("upsamplers", nargs="*", help="default: every file in conf/upsampler")
     args = parser.parse_args(argv)
@@ -417,13 +470,19 @@ def main(argv: list[str] | None = None) -> Path:
     unknown = sorted(set(args.upsamplers) - set(known))
     if unknown:
         parser.error(f"unknown upsampler {', '.join(unknown)}; choose from {', '.join(known)}")
+    if args.variant:
+        try:
+            compose(*args.variant)
+        except Exception as error:  # Hydra's own message names the bad override
+            parser.error(f"--variant {' '.join(args.variant)}: {str(error).splitlines()[0]}")
     started = time.perf_counter()
     if args.scaling:
         with tempfile.TemporaryDirectory() as scratch:
-            report = {"mode": "scaling", "machine": machine(), **run_scaling(Path(scratch))}
+            scaling = run_scaling(Path(scratch), MODES[args.mode])
+        report = {"mode": f"{args.mode} scaling", "machine": machine(), **scaling}
         _print_scaling(report)
     else:
-        report = step_benchmark(args.mode, args.upsamplers or known)
+        report = step_benchmark(args.mode, args.upsamplers or known, tuple(args.variant))
     report["bench_seconds"] = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -452,6 +511,11 @@ def _print_table(report: dict[str, Any]) -> None:
               f"{row['reference_images_per_second']['median']:>10,.0f} {row['ratio']:>6.2f} "
               f"{row['train_flops_per_image'] / 1e6:>10.2f} "
               f"{row['model_flop_utilisation']:>6.1%}")  # fmt: skip
+        if "variant" in row:
+            variant = row["variant"]
+            print(f"{'':<11} with {' '.join(variant['overrides'])}: "
+                  f"{variant['images_per_second']['median']:,.0f} img/s "
+                  f"({variant['ratio_to_harness']:.2f} x the harness)")  # fmt: skip
     scaling = ", ".join(
         f"{b}: {v:,.0f}" for b, v in report["batch_scaling_images_per_second"].items()
     )

@@ -14,7 +14,18 @@ pytestmark = pytest.mark.slow
 
 def test_tiny_benchmark_writes_every_figure(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "src.bench", "--mode", "tiny", "--out", str(tmp_path), "nearest"],
+        [
+            sys.executable,
+            "-m",
+            "src.bench",
+            "--mode",
+            "tiny",
+            "--out",
+            str(tmp_path),
+            "nearest",
+            "--variant",
+            "train.jit_compile=true",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -30,6 +41,12 @@ def test_tiny_benchmark_writes_every_figure(tmp_path):
     assert row["ratio"] == pytest.approx(
         row["harness_images_per_second"]["median"] / row["reference_images_per_second"]["median"]
     )
+    variant = row["variant"]
+    assert variant["overrides"] == ["train.jit_compile=true"]
+    assert 0 < variant["images_per_second"]["min"] <= variant["images_per_second"]["max"]
+    assert variant["ratio_to_harness"] == pytest.approx(
+        variant["images_per_second"]["median"] / row["harness_images_per_second"]["median"]
+    )
     assert 5e6 < row["train_flops_per_image"] < 2e7  # D and G steps of the tutorial-sized GAN
     assert row["model_flop_utilisation"] > 0
     assert report["matmul_gflops"] > 0
@@ -38,3 +55,47 @@ def test_tiny_benchmark_writes_every_figure(tmp_path):
                 "mlflow_logging_seconds_per_epoch", "mlflow_logging_share_of_epoch"):  # fmt: skip
         assert report[key] > 0, key
     assert "nearest" in result.stdout and "ratio" in result.stdout
+
+
+def test_tiny_scaling_writes_run_time_lines(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "src.bench", "--mode", "tiny", "--scaling", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (path,) = tmp_path.glob("*-scaling.json")
+    report = json.loads(path.read_text())
+    assert report["mode"] == "tiny scaling" and report["images_per_epoch"] == 1024
+    for key, xs in (("epochs", [1, 2]), ("runs_per_sweep", [1, 2])):
+        line = report[key]
+        assert line["x"] == xs and len(line["seconds"]) == len(xs)
+        assert all(s > 0 for s in line["seconds"])
+        # Two points lie on their own line: fixed + each * x reproduces both.
+        for x, s in zip(line["x"], line["seconds"], strict=True):
+            assert line["fixed_seconds"] + line["seconds_each"] * x == pytest.approx(s, rel=1e-6)
+        assert line["max_relative_deviation"] == pytest.approx(0, abs=1e-6)
+    assert "per epoch" in result.stdout and "per run" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nearest", "nosuch"], "unknown upsampler nosuch; choose from bilinear, nearest"),
+        (["--variant", "train.nosuch=1"], "--variant train.nosuch=1: "),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(tmp_path, args, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "src.bench", "--out", str(tmp_path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    (line,) = [x for x in result.stderr.splitlines() if "error:" in x]
+    assert message in line, result.stderr
+    assert list(tmp_path.iterdir()) == []
