@@ -12,25 +12,15 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
+def run_bench(out, *args: str, timeout: int) -> subprocess.CompletedProcess:
+    """``python -m src.bench --out <out> args...`` in the project root, output captured."""
+    command = [sys.executable, "-m", "src.bench", "--out", str(out), *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
 def test_tiny_benchmark_writes_every_figure(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "src.bench",
-            "--mode",
-            "tiny",
-            "--out",
-            str(tmp_path),
-            "nearest",
-            "--variant",
-            "train.jit_compile=true",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    args = ["--mode", "tiny", "nearest", "--variant", "train.jit_compile=true"]
+    result = run_bench(tmp_path, *args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (path,) = tmp_path.glob("*.json")
     report = json.loads(path.read_text())
@@ -58,13 +48,7 @@ def test_tiny_benchmark_writes_every_figure(tmp_path):
 
 
 def test_tiny_scaling_writes_run_time_lines(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "src.bench", "--mode", "tiny", "--scaling", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = run_bench(tmp_path, "--mode", "tiny", "--scaling", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     (path,) = tmp_path.glob("*-scaling.json")
     report = json.loads(path.read_text())
@@ -88,13 +72,7 @@ def test_tiny_scaling_writes_run_time_lines(tmp_path):
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(tmp_path, args, message):
-    result = subprocess.run(
-        [sys.executable, "-m", "src.bench", "--out", str(tmp_path), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_bench(tmp_path, *args, timeout=120)
     assert result.returncode == 2
     (line,) = [x for x in result.stderr.splitlines() if "error:" in x]
     assert message in line, result.stderr
