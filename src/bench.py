@@ -1,13 +1,16 @@
 """``make bench`` (``python -m src.bench``): how fast the harness trains, measured side by side.
 
-For every upsampler in ``conf/upsampler`` it times the harness's own training step (XLA,
-``steps_per_execution``, in-graph batches from ``src.batches``) against a reference written the
-plain way (the keras.io DCGAN pattern: ``train_step`` override, default ``compile``, ``fit`` on a
-NumPy array), interleaved in one process so machine noise hits both alike, and reports the
-ratio. It also counts training FLOPs per image from the traced train step, measures a float32
-matmul rate for model FLOP utilisation, the start-up time of ``python -m src.train`` to its first
-epoch, the full final evaluation (10k samples), the per-epoch MLflow logging cost, and
-throughput against batch size. Figures go to ``outputs/bench/<timestamp>.json``.
+For every upsampler in ``conf/upsampler`` it times the harness's own training step (as the
+config builds it: ``steps_per_execution``, in-graph batches from ``src.batches``) against a
+reference written the plain way (the keras.io DCGAN pattern: ``train_step`` override, default
+``compile``, ``fit`` on a NumPy array), interleaved in one process so machine noise hits both
+alike, and reports the ratio; ``--variant OVERRIDE`` adds the harness re-configured by Hydra
+overrides as a third column. It also counts training FLOPs per image from the traced train
+step, measures a float32 matmul rate for model FLOP utilisation, the start-up time of
+``python -m src.train`` to its first epoch, the full final evaluation (10k samples), the
+per-epoch MLflow logging cost, and throughput against batch size. Figures go to
+``outputs/bench/<timestamp>.json``. ``--scaling`` instead times real runs against epochs and
+real sweeps against their number of runs (``outputs/bench/<timestamp>-scaling.json``).
 """
 
 from __future__ import annotations
@@ -339,6 +342,17 @@ def logging_seconds(tmp: Path, repeats: int = 5) -> float:
     return (time.perf_counter() - started) / repeats
 
 
+def linear_fit(xs: list[int], seconds: list[float]) -> dict[str, Any]:
+    """Least-squares ``seconds = fixed + each * x``, and the largest relative miss of a point."""
+    import numpy as np
+
+    each, fixed = np.polyfit(xs, seconds, 1)
+    fitted = each * np.asarray(xs) + fixed
+    deviation = float(np.max(np.abs(np.asarray(seconds) - fitted) / fitted))
+    return {"x": xs, "seconds": seconds, "fixed_seconds": float(fixed),
+            "seconds_each": float(each), "max_relative_deviation": deviation}  # fmt: skip
+
+
 def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
     """Wall time of real ``python -m src.train`` runs against epochs, and of sweeps against runs.
 
@@ -347,7 +361,6 @@ def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
     (start-up, classifier, final evaluation, saving) and the cost per epoch or per run, and the
     largest relative deviation from that line says how linear it is.
     """
-    import numpy as np
 
     common = [
         f"data.limit={mode.scaling_images}",
@@ -355,6 +368,7 @@ def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
         "train.verbose=0",
         f"tracking.uri=sqlite:///{tmp / 's.db'}",
         f"paths.checkpoint_dir={tmp / 'ck'}",
+        f"paths.reports_dir={tmp / 'reports'}",  # each sweep ends with a report
         "tracking.experiment=bench-scaling",
     ]
 
@@ -366,13 +380,6 @@ def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
             tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"src.train {' '.join(args)} failed: {tail[0]}")
         return time.perf_counter() - started
-
-    def line(xs: list[int], ys: list[float]) -> dict[str, Any]:
-        slope, intercept = np.polyfit(xs, ys, 1)
-        fitted = slope * np.asarray(xs) + intercept
-        deviation = float(np.max(np.abs(np.asarray(ys) - fitted) / fitted))
-        return {"x": xs, "seconds": ys, "fixed_seconds": float(intercept),
-                "seconds_each": float(slope), "max_relative_deviation": deviation}  # fmt: skip
 
     seconds("train.epochs=1", f"hydra.run.dir={tmp / 'warm'}")  # data and classifier caches
     epochs = list(mode.scaling_epochs)
@@ -387,8 +394,8 @@ def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
         )
         for n in runs
     ]
-    return {"images_per_epoch": mode.scaling_images, "epochs": line(epochs, by_epochs),
-            "runs_per_sweep": line(runs, by_runs)}  # fmt: skip
+    return {"images_per_epoch": mode.scaling_images, "epochs": linear_fit(epochs, by_epochs),
+            "runs_per_sweep": linear_fit(runs, by_runs)}  # fmt: skip
 
 
 def machine() -> dict[str, Any]:
@@ -459,11 +466,14 @@ def main(argv: list[str] | None = None) -> Path:
         action="append",
         default=[],
         metavar="OVERRIDE",
-        help="also time the harness with this override, e.g. train.jit_compile=true (repeatable)",
+        help="also time the harness with this override, e.g. train.jit_compile=true; "
+        "repeat it for several overrides, which together form one extra column",
     )
     parser.add_argument("--out", default=str(Path(schema.project_root()) / "outputs" / "bench"))
     parser.add_argument("upsamplers", nargs="*", help="default: every file in conf/upsampler")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if args.scaling and (args.variant or args.upsamplers):
+        parser.error("--scaling times whole default runs; it takes no upsamplers or --variant")
     known = sorted(
         p.stem for p in (Path(schema.project_root()) / "conf" / "upsampler").glob("*.yaml")
     )
@@ -474,15 +484,19 @@ def main(argv: list[str] | None = None) -> Path:
         try:
             compose(*args.variant)
         except Exception as error:  # Hydra's own message names the bad override
-            parser.error(f"--variant {' '.join(args.variant)}: {str(error).splitlines()[0]}")
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            parser.error(f"--variant {' '.join(args.variant)}: {reason}")
     started = time.perf_counter()
-    if args.scaling:
-        with tempfile.TemporaryDirectory() as scratch:
-            scaling = run_scaling(Path(scratch), MODES[args.mode])
-        report = {"mode": f"{args.mode} scaling", "machine": machine(), **scaling}
-        _print_scaling(report)
-    else:
-        report = step_benchmark(args.mode, args.upsamplers or known, tuple(args.variant))
+    try:
+        if args.scaling:
+            with tempfile.TemporaryDirectory() as scratch:
+                scaling = run_scaling(Path(scratch), MODES[args.mode])
+            report = {"mode": f"{args.mode} scaling", "machine": machine(), **scaling}
+            _print_scaling(report)
+        else:
+            report = step_benchmark(args.mode, args.upsamplers or known, tuple(args.variant))
+    except (RuntimeError, subprocess.CalledProcessError) as error:  # a src.train run failed
+        sys.exit(f"error: {error}; nothing was written")
     report["bench_seconds"] = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
