@@ -45,8 +45,9 @@ def epoch_batches(
         )
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
 
-    # No tf.data autotuning: its thread sleeps for a period that doubles up to a minute, and
-    # closing the iterator waits for it to wake (6.5 s lost at the end of a 4-epoch fit, here).
+    # No tf.data autotuning: its thread sleeps for a period that keeps doubling while the
+    # iterator lives, and closing the iterator waits for it to wake (6.5 s lost at the end of a
+    # 4-epoch fit, here).
     # A gather of one batch takes microseconds, so a fixed small prefetch keeps the step fed.
     options = tf.data.Options()
     options.autotune.enabled = False
