@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,9 @@ def test_tiny_scaling_writes_run_time_lines(tmp_path):
         line = report[key]
         assert line["x"] == xs and len(line["seconds"]) == len(xs)
         assert all(s > 0 for s in line["seconds"])
-        assert line["seconds_each"] > 0  # a longer run or a bigger sweep takes longer
+        # The fit itself is tested below; timings are never asserted (tiny runs are all noise).
+        assert all(math.isfinite(line[k]) for k in ("fixed_seconds", "seconds_each"))
+        assert line["max_relative_deviation"] >= 0
     assert "per epoch" in result.stdout and "per run" in result.stdout
     # Runs, sweeps, reports and checkpoints went to a temporary folder (caches are shared).
     assert _outputs_but_caches() == before
