@@ -276,15 +276,24 @@ def batch_scaling(images: Any, mode: Mode) -> dict[str, float]:
     return scaling
 
 
+def scratch_train_command(tmp: Path, *overrides: str) -> list[str]:
+    """``python -m src.train overrides...`` whose store, checkpoints and reports stay in ``tmp``.
+
+    Caches (data, classifier) stay shared: warming them is the point of a first run.
+    """
+    return [sys.executable, "-m", "src.train", *overrides,
+            f"tracking.uri=sqlite:///{tmp / 'bench.db'}", f"paths.checkpoint_dir={tmp / 'ck'}",
+            f"paths.reports_dir={tmp / 'reports'}"]  # fmt: skip
+
+
 def startup_seconds(tmp: Path) -> float:
     """Wall time from launching ``python -m src.train`` to its first epoch starting.
 
     Run once first so the data, classifier and reference caches and the MLflow store are warm.
     """
     # 2 epochs: Keras prints "Epoch 1/N" only when N > 1.
-    args = [sys.executable, "-m", "src.train", "data.limit=512", "train.epochs=2",
-            "eval.samples=100", "train.verbose=2", f"tracking.uri=sqlite:///{tmp / 'm.db'}",
-            f"hydra.run.dir={tmp / 'run'}", f"paths.checkpoint_dir={tmp / 'ck'}"]  # fmt: skip
+    args = scratch_train_command(tmp, "data.limit=512", "train.epochs=2", "eval.samples=100",
+                                 "train.verbose=2", f"hydra.run.dir={tmp / 'run'}")  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each line as it is printed
     subprocess.run(args, cwd=schema.project_root(), capture_output=True, check=True, env=env)
     started = time.perf_counter()
@@ -361,20 +370,16 @@ def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
     (start-up, classifier, final evaluation, saving) and the cost per epoch or per run, and the
     largest relative deviation from that line says how linear it is.
     """
-
     common = [
         f"data.limit={mode.scaling_images}",
         f"eval.samples={mode.eval_samples}",
         "train.verbose=0",
-        f"tracking.uri=sqlite:///{tmp / 's.db'}",
-        f"paths.checkpoint_dir={tmp / 'ck'}",
-        f"paths.reports_dir={tmp / 'reports'}",  # each sweep ends with a report
         "tracking.experiment=bench-scaling",
     ]
 
     def seconds(*args: str) -> float:
         started = time.perf_counter()
-        command = [sys.executable, "-m", "src.train", *args, *common]
+        command = scratch_train_command(tmp, *args, *common)
         done = subprocess.run(command, cwd=schema.project_root(), capture_output=True, text=True)
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
