@@ -4,7 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
+import tensorflow as tf
+from keras import layers
+
 from src.upsamplers import build_block
+
+
+@keras.saving.register_keras_serializable(package="upsampler_gan")
+class LeakyReLUFromOutput(layers.LeakyReLU):
+    """LeakyReLU whose gradient reads its output instead of its input; same values, same
+    gradients, same parameters.
+
+    Keras' LeakyReLU differentiates with ``LeakyReluGrad(dy, x)``, which keeps the
+    pre-activation ``x`` (a BiasAdd) alive for the backward pass. TensorFlow 2.21's grappler
+    remapper then fuses that BiasAdd into ``_FusedConv2D`` anyway, fails the graph check
+    ("remapper failed: ... fanout ... LeakyReluGrad exist for missing node ... BiasAdd", an
+    error line at every run's start) and drops its whole pass. With a non-negative slope the
+    output has the input's sign, so ``LeakyReluGrad(dy, y)`` is the same gradient, nothing else
+    reads ``x``, and Conv2D + BiasAdd + LeakyReLU fuse into one kernel (README, "Performance").
+    """
+
+    def call(self, inputs: Any) -> Any:
+        alpha = float(self.negative_slope)
+
+        @tf.custom_gradient
+        def leaky_relu(x: Any) -> Any:
+            y = tf.nn.leaky_relu(x, alpha)
+            return y, lambda dy: tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=alpha)
+
+        return leaky_relu(inputs)
 
 
 def build_generator(gen_cfg: Any, up_cfg: Any, channels: int = 1) -> Any:
@@ -13,9 +42,6 @@ def build_generator(gen_cfg: Any, up_cfg: Any, channels: int = 1) -> Any:
     With the default config the weights are exactly the tutorial's (324,353 parameters for
     both tutorial variants); LeakyReLU and tanh add none.
     """
-    import keras
-    from keras import layers
-
     side, maps = gen_cfg.base_size, gen_cfg.base_channels
     z = keras.Input((gen_cfg.latent_dim,), name="z")
     x = layers.Dense(maps * side * side, name="project")(z)
@@ -28,9 +54,6 @@ def build_generator(gen_cfg: Any, up_cfg: Any, channels: int = 1) -> Any:
 
 def build_discriminator(disc_cfg: Any, image_size: int, channels: int = 1) -> Any:
     """Strided Conv2D + LeakyReLU per entry of ``filters``, then dropout and one logit."""
-    import keras
-    from keras import layers
-
     image = keras.Input((image_size, image_size, channels), name="image")
     x = image
     for index, filters in enumerate(disc_cfg.filters):
@@ -41,7 +64,7 @@ def build_discriminator(disc_cfg: Any, image_size: int, channels: int = 1) -> An
             padding="same",
             name=f"conv{index}",
         )(x)
-        x = layers.LeakyReLU(disc_cfg.leaky_slope, name=f"conv{index}_act")(x)
+        x = LeakyReLUFromOutput(disc_cfg.leaky_slope, name=f"conv{index}_act")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dropout(disc_cfg.dropout, name="dropout")(x)
     logit = layers.Dense(1, name="logit")(x)
