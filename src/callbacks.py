@@ -93,6 +93,7 @@ class QualityEvaluator(keras.callbacks.Callback):
         self.latents = latents
         self.every = every
         self.epochs = epochs
+        self.latest: dict[str, float] = {}  # the last evaluation's metrics and its step
 
     def samples(self) -> np.ndarray:
         """The generator's images for the fixed evaluation latents."""
@@ -107,6 +108,7 @@ class QualityEvaluator(keras.callbacks.Callback):
             return {}  # a diverged generator: the divergence stop reports it
         metrics = evaluate(images, self.classifier, self.reference)
         self.run.log_metrics(metrics, step=step)
+        self.latest = {"step": step, **metrics}
         return metrics
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -136,3 +138,28 @@ class QualityEvaluator(keras.callbacks.Callback):
         fig.tight_layout()
         self.run.client.log_figure(self.run.run_id, fig, "spectrum.png")
         plt.close(fig)
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One line per epoch on ``stream``, prefixed with the run's name: what a sweep's job shows
+    on the shared terminal while Keras' own output goes to the job's log."""
+
+    def __init__(self, stream: Any, name: str, epochs: int, evaluator: QualityEvaluator):
+        super().__init__()
+        self.stream = stream
+        self.name = name
+        self.epochs = epochs
+        self.evaluator = evaluator
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        parts = [f"{self.name:<14} epoch {epoch + 1:>3}/{self.epochs}"]
+        parts += [f"{key} {float(logs[key]):.3f}" for key in ("d_loss", "g_loss") if key in logs]
+        if self.evaluator.latest.get("step") == epoch + 1:
+            parts.append(f"fd {self.evaluator.latest['fd']:.1f}")
+        parts.append(f"{time.perf_counter() - self.started:.1f} s")
+        self.stream.write("  ".join(parts) + "\n")

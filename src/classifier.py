@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,11 @@ def load_or_train(data: Mnist10, cache_dir: str | Path, method: str) -> DigitCla
     if cached is not None:
         return cached
 
+    print(
+        f"notice: training the digit classifier for this data version (once, cached in "
+        f"{cache_dir}; {len(data.x_train):,} images, about half a minute)",
+        file=sys.stderr,
+    )
     keras.utils.set_random_seed(RECIPE["seed"])
     model = build_classifier(int(data.x_test.shape[1]))
     steps = RECIPE["epochs"] * -(-len(data.x_train) // RECIPE["batch_size"])

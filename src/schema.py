@@ -100,6 +100,8 @@ class DiscriminatorConfig:
     dropout: float = 0.4
 
     def __post_init__(self) -> None:
+        # >= 0: the discriminator's LeakyReLU reads the sign of its input from its output
+        _require(self.leaky_slope >= 0, "discriminator.leaky_slope must be >= 0")
         _require(len(self.filters) >= 1, "discriminator.filters needs at least one layer")
         _require(all(f >= 1 for f in self.filters), "discriminator.filters must be positive")
         _require(0.0 <= self.dropout < 1.0, "discriminator.dropout must be in [0, 1)")
@@ -115,6 +117,7 @@ class TrainConfig:
     steps_per_execution: int = 16
     deterministic: bool = False
     verbose: str = "auto"
+    threads: int = 0
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
@@ -125,6 +128,10 @@ class TrainConfig:
         )
         _require(0.0 <= self.beta_1 < 1.0, f"train.beta_1={self.beta_1} must be in [0, 1)")
         _require(self.steps_per_execution >= 1, "train.steps_per_execution must be >= 1")
+        _require(
+            self.threads >= 0,
+            f"train.threads={self.threads} must be >= 0 (0: TensorFlow's choice, every core)",
+        )
         _require(
             self.verbose in ("auto", "0", "1", "2"),
             "train.verbose must be auto, 0, 1 or 2",
@@ -194,8 +201,15 @@ NESTED_SCHEMAS: dict[str, type] = {**GROUP_SCHEMAS, "paths": PathsConfig}
 
 def register() -> None:
     """Store the schemas in Hydra's ConfigStore; YAML files extend them via ``defaults``."""
-    if not OmegaConf.has_resolver("project_root"):
-        OmegaConf.register_new_resolver("project_root", project_root)
+    from src import resources
+
+    for name, resolver in (
+        ("project_root", project_root),
+        ("sweep_workers", resources.sweep_workers),
+        ("job_threads", resources.job_threads),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
     store = ConfigStore.instance()
     store.store(name="schema_config", node=Config)
     for group, schema in GROUP_SCHEMAS.items():

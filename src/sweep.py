@@ -1,20 +1,35 @@
-"""Hydra callback for multiruns: prepare the MLflow store first; summarise and report at the end."""
+"""Hydra callback for multiruns: check and prepare everything once before the jobs start,
+count them as they finish, and summarise and report at the end.
+
+The sweep folder holds the sweep's shared state, so that jobs in other processes (joblib
+workers, submitit, SLURM) can take part: ``sweep_id.txt`` (the id every job tags its run
+with) and ``progress.jsonl`` (a line per finished job, and the job count on its first line).
+"""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import secrets
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from src import tracking
+from src import console, resources, tracking
 
 SWEEP_ID_FILE = "sweep_id.txt"
+PROGRESS_FILE = "progress.jsonl"
+JOB_LOG = "job.log"  # each job's full output (Keras, TensorFlow, tracebacks), in its job folder
 REPORT_TAG = "report"  # set on report runs, which share the sweep_id tag with training runs
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+_active: SweepCallback | None = None  # the sweep this process drives, for an interrupted end
 
 
 def job_sweep_id(hydra_cfg: Any) -> str | None:
@@ -25,15 +40,107 @@ def job_sweep_id(hydra_cfg: Any) -> str | None:
     return marker.read_text().strip() if marker.is_file() else Path(hydra_cfg.sweep.dir).name
 
 
+class Progress:
+    """Jobs done out of the sweep's total, shared through ``progress.jsonl`` in the sweep folder.
+
+    The first line records the job count and the start time; each finished job appends one
+    line under an exclusive lock, so concurrent jobs each get their own count.
+    """
+
+    def __init__(self, sweep_dir: str | Path):
+        self.path = Path(sweep_dir) / PROGRESS_FILE
+
+    def start(self, total: int) -> None:
+        """Begin counting a sweep of ``total`` jobs (a re-used folder starts again)."""
+        self.path.write_text(json.dumps({"total": total, "started": time.time()}) + "\n")
+
+    def finish(self, name: str, status: str) -> str:
+        """Record a finished job; returns ``[done/total, about N min left]`` for its line."""
+        try:
+            with open(self.path, "a+") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                handle.write(json.dumps({"name": name, "status": status}) + "\n")
+                handle.flush()
+                handle.seek(0)
+                header, *jobs = [json.loads(line) for line in handle if line.strip()]
+        except (OSError, ValueError):  # no counter (a sweep folder made by another tool)
+            return ""
+        done, total = len(jobs), header["total"]
+        if done >= total:
+            return f"[{done}/{total}]"
+        left = (time.time() - header["started"]) / done * (total - done)
+        return f"[{done}/{total}, about {_duration(left)} left]"
+
+    def jobs(self) -> list[dict[str, str]]:
+        """The finished jobs recorded so far (name and status)."""
+        try:
+            return [json.loads(line) for line in self.path.read_text().splitlines()[1:]]
+        except (OSError, ValueError):
+            return []
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def job_overrides(config: DictConfig) -> list[list[str]]:
+    """Each job's overrides, in launch order, as Hydra's basic sweeper will split them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [str(item) for item in config.hydra.overrides.task]
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    # The sweeper's own splitting (a private module of hydra-core 1.3, pinned), so the jobs
+    # counted and prepared here are exactly the ones it launches.
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def job_settings(config: DictConfig, config_name: str | None, overrides: list[str]) -> Any:
+    """One job's validated settings, as the job will resolve them (raises
+    ``src.schema.ConfigError`` on a bad value)."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    from src import schema
+
+    # The job's defaults depend on its launcher (train.threads): resolve them as the job will,
+    # against the multirun's Hydra config, then put back what was there (as `--cfg` does).
+    instance = HydraConfig.instance()
+    previous = instance.cfg
+    instance.set_config(config)
+    try:
+        cfg = compose(config_name or "config", [*overrides, "paths.output_dir=."])
+        return schema.to_settings(cfg)
+    finally:
+        instance.cfg = previous
+        OmegaConf.set_readonly(config.hydra, None)
+
+
+def in_process(launcher: Any) -> bool:
+    """Whether the launcher runs the jobs in this process (one after another)."""
+    return launcher.get("_target_") == BASIC_LAUNCHER or launcher.get("n_jobs") == 1
+
+
+def concurrency(launcher: Any) -> str:
+    """How the launcher runs the jobs, in words, for the sweep's first line."""
+    if in_process(launcher):
+        return "one at a time"
+    if launcher.get("n_jobs") is not None:
+        return f"{int(launcher.n_jobs)} at a time"
+    return "as the launcher schedules them"
+
+
 class SweepCallback(Callback):
-    """Before the jobs: name the sweep and create the store and experiment once (fresh sqlite
-    stores race on schema creation under parallel jobs). After: one line per run, the
-    comparison report, and a non-zero exit status when any run did not finish."""
+    """Before the jobs: name the sweep, create the store and experiment once (fresh sqlite
+    stores race on schema creation under parallel jobs), check every job's config and build
+    the shared inputs (data cache, classifier, real-data reference) once. After: one line per
+    run, the comparison report, and a non-zero exit status when any job did not finish."""
 
     def __init__(self, report: bool = True) -> None:
         self.report = report
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _active
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         marker = sweep_dir / SWEEP_ID_FILE
@@ -42,17 +149,79 @@ class SweepCallback(Callback):
         self.sweep_id = marker.read_text().strip()
         self.uri = tracking.resolve_uri(config.tracking.uri, config.paths.root)
         self.experiment = config.tracking.experiment
+        self.reports_dir = Path(config.paths.reports_dir)
+        self.progress = Progress(sweep_dir)
+        jobs = self._check_jobs(config, kwargs.get("config_name"))
         try:
             self.experiment_id = tracking.ensure_experiment(
                 self.uri, self.experiment, config.tracking.artifact_location
             )
         except tracking.TrackingError as error:
             sys.exit(f"error: {error}")
-        self.reports_dir = Path(config.paths.reports_dir)
+        self._prepare(config, jobs)
+        self.progress.start(len(jobs))
+        _active = self
+        # A driver stopped with SIGTERM ends its runs KILLED too, as with Ctrl-C.
+        signal.signal(signal.SIGTERM, console.raise_terminated)
+        threads = sorted({settings.train.threads for settings in jobs})
+        print(
+            f"sweep {self.sweep_id}: {len(jobs)} jobs, {concurrency(config.hydra.launcher)}, "
+            f"train.threads={','.join(map(str, threads))} (0: all cores); "
+            f"full logs in {sweep_dir}/<job>/{JOB_LOG}",
+            flush=True,
+        )
+
+    def _check_jobs(self, config: DictConfig, config_name: str | None) -> list:
+        """Every job's settings, validated now: a bad value stops the sweep before any work."""
+        from src import schema
+
+        settings = []
+        for overrides in job_overrides(config):
+            try:
+                settings.append(job_settings(config, config_name, overrides))
+            except schema.ConfigError as error:
+                sys.exit(f"error: job {' '.join(overrides)}: {error}")
+        threads = {job.train.threads for job in settings}
+        if in_process(config.hydra.launcher) and len(threads) > 1:
+            sys.exit(
+                f"error: train.threads={','.join(map(str, sorted(threads)))}: jobs that run in "
+                "one process share TensorFlow's threads; give them one value or run them in "
+                "parallel"
+            )
+        return settings
+
+    def _prepare(self, config: DictConfig, jobs: list) -> None:
+        """Data cache, classifier and reference for each data version the jobs use, once."""
+        from src import inputs
+        from src.data import DataError
+
+        # Jobs run in this process take TensorFlow as its first use sets it up: with their
+        # threads. Worker processes start their own TensorFlow.
+        if in_process(config.hydra.launcher):
+            resources.apply_threads(jobs[0].train.threads)
+        versions = {}
+        for settings in jobs:
+            key = (settings.data.path, settings.data.method, settings.data.image_size)
+            versions.setdefault((key, settings.paths.cache_dir), settings)
+        for settings in versions.values():
+            started = time.perf_counter()
+            try:
+                cached = inputs.prepare(settings)
+            except DataError as error:
+                sys.exit(f"error: {error}")
+            if not all(cached.values()):
+                built = ", ".join(name for name, hit in cached.items() if not hit)
+                print(
+                    f"prepared the shared inputs ({built}) for data.method="
+                    f"{settings.data.method} in {time.perf_counter() - started:.0f} s",
+                    flush=True,
+                )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _active
         from mlflow.tracking import MlflowClient
 
+        _active = None
         runs = MlflowClient(self.uri).search_runs(
             [self.experiment_id],
             filter_string=f"tags.sweep_id = '{self.sweep_id}'",
@@ -77,5 +246,30 @@ class SweepCallback(Callback):
         else:
             print(f"open the results: mlflow ui --backend-store-uri {self.uri}")
         unfinished = [run.info.run_name for run in runs if run.info.status != "FINISHED"]
+        unfinished += [
+            job["name"]
+            for job in self.progress.jobs()
+            if job["status"] not in ("FINISHED", "SKIPPED") and job["name"] not in unfinished
+        ]
         if unfinished:
             sys.exit(f"error: {len(unfinished)} run(s) did not finish: {', '.join(unfinished)}")
+
+
+def end_interrupted_sweep() -> str | None:
+    """After Ctrl-C or SIGTERM in the driver: mark the sweep's runs still RUNNING as KILLED
+    (workers the launcher killed could not) and say so in one line; None outside a sweep."""
+    if _active is None:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(_active.uri)
+    running = client.search_runs(
+        [_active.experiment_id],
+        filter_string=f"tags.sweep_id = '{_active.sweep_id}' and attributes.status = 'RUNNING'",
+    )
+    for run in running:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return (
+        f"sweep {_active.sweep_id} interrupted: {len(running)} running job(s) ended KILLED; "
+        "the same command with resume=true continues them"
+    )

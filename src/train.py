@@ -10,23 +10,22 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src import schema, tracking
+from src import console, inputs, resources, schema, tracking
 from src.checkpoint import Checkpoint, State, run_key
-from src.data import DataError, load_mnist
+from src.data import DataError
 
 schema.register()
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 
 # Errors that mean "fix the input": reported as one line, never as a traceback.
-USER_ERRORS = (schema.ConfigError, DataError, tracking.TrackingError)
+USER_ERRORS = (schema.ConfigError, DataError, tracking.TrackingError, resources.ThreadsError)
 VERSIONED_PACKAGES = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy")
 
 
@@ -75,12 +74,15 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
+def train(
+    cfg: DictConfig, sweep_id: str | None = None, progress: TextIO | None = None
+) -> dict[str, Any]:
     """Validate ``cfg``, train one GAN, log it to MLflow and return its final numbers.
 
     Everything that can be checked cheaply (config ranges, output folder, tracking store, data
     file) is checked before TensorFlow is imported or a run is created. With ``resume=true``
     an interrupted run of the same config continues in its MLflow run; a finished one is skipped.
+    ``progress``, when given, gets one line per epoch (a sweep job's terminal).
     """
     settings = schema.to_settings(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -94,7 +96,8 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
     if state is not None and state.finished:
         print(f"{name}: already finished (run {state.run_id}); nothing to resume")
         return {"run_id": state.run_id, "name": name, "status": "SKIPPED"}
-    data = load_mnist(replace(settings.data, limit=None), settings.paths.cache_dir)
+    resources.apply_threads(settings.train.threads)  # before TensorFlow runs anything
+    data = inputs.full_data(settings)
     # Only now, with the input known good, is anything written to the tracking store.
     experiment_id = tracking.ensure_experiment(
         uri, settings.tracking.experiment, settings.tracking.artifact_location
@@ -106,17 +109,15 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
     from src.batches import epoch_batches, steps_per_epoch
     from src.callbacks import (
         EpochCheckpoint,
+        EpochLine,
         MlflowEpochLogger,
         QualityEvaluator,
         StopOnDivergence,
     )
-    from src.classifier import load_or_train
     from src.gan import build_gan
-    from src.metrics import RealReference
 
     # Before the run's own seeding: the classifier seeds itself when it has to be trained.
-    classifier = load_or_train(data, settings.paths.cache_dir, settings.data.method)
-    reference = RealReference.load_or_compute(classifier, data.x_test, settings.paths.cache_dir)
+    classifier, reference = inputs.judges(data, settings)
 
     if settings.train.deterministic:
         import tensorflow as tf
@@ -170,6 +171,9 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
         settings.train.epochs,
     )
     evaluator.set_model(gan)
+    callbacks = [logger, stopper, evaluator, EpochCheckpoint(checkpoint, run.run_id)]
+    if progress is not None:
+        callbacks.append(EpochLine(progress, name, settings.train.epochs, evaluator))
     try:
         with _sigterm_as_interrupt():
             if state is None:
@@ -190,7 +194,7 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
                 initial_epoch=first_epoch,
                 steps_per_epoch=steps,
                 shuffle=False,  # epoch_batches already shuffles, per (seed, epoch)
-                callbacks=[logger, stopper, evaluator, EpochCheckpoint(checkpoint, run.run_id)],
+                callbacks=callbacks,
                 verbose=_verbosity(settings.train.verbose),
             )
             if stopper.diverged:
@@ -212,7 +216,9 @@ def train(cfg: DictConfig, sweep_id: str | None = None) -> dict[str, Any]:
     run.end("FINISHED")
     checkpoint.write_state(State(run_id=run.run_id, epoch=settings.train.epochs, finished=True))
     final = {key: float(values[-1]) for key, values in history.history.items()}
-    return {"run_id": run.run_id, "name": name, "seconds": seconds, "status": "FINISHED", **final}
+    quality = {key: value for key, value in evaluator.latest.items() if key != "step"}
+    return {"run_id": run.run_id, "name": name, "seconds": seconds, "status": "FINISHED",
+            **quality, **final}  # fmt: skip
 
 
 def _log_run_start(run: Any, cfg: Any, resolved: dict, generator: Any, disc: Any, n: int) -> None:
@@ -263,11 +269,7 @@ class _sigterm_as_interrupt:
 
         self.previous = None
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
-
-    @staticmethod
-    def _raise(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+            self.previous = signal.signal(signal.SIGTERM, console.raise_terminated)
 
     def __exit__(self, *exc: Any) -> None:
         import signal
@@ -278,28 +280,24 @@ class _sigterm_as_interrupt:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
-    """Hydra entry point: one job of a run or a multirun.
-
-    In a multirun a job that fails in training is reported and the sweep goes on (its MLflow
-    run is FAILED; the sweep's exit status says so at the end); bad input stops everything.
-    """
+    """Hydra entry point: one job of a run or a multirun."""
     from hydra.core.hydra_config import HydraConfig
 
     from src.sweep import job_sweep_id
 
-    sweep_id = job_sweep_id(HydraConfig.get())
+    hydra_cfg = HydraConfig.get()
+    sweep_id = job_sweep_id(hydra_cfg)
+    if sweep_id is None:
+        return _single_run(cfg)
+    return _sweep_job(cfg, sweep_id, Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir))
+
+
+def _single_run(cfg: DictConfig) -> dict[str, Any]:
+    """A run on its own: bad input and divergence end it with one line, Keras' progress shows."""
     try:
-        result = train(cfg, sweep_id=sweep_id)
-    except USER_ERRORS as error:
+        result = train(cfg)
+    except (*USER_ERRORS, TrainingDiverged) as error:
         sys.exit(f"error: {error}")
-    except Exception as error:
-        if sweep_id is None:
-            if isinstance(error, TrainingDiverged):
-                sys.exit(f"error: {error}")
-            raise
-        traceback.print_exc()
-        print(f"job failed: {type(error).__name__}: {error}", file=sys.stderr)
-        return {"status": "FAILED", "error": str(error)}
     if result["status"] == "FINISHED":
         print(
             f"{result['name']}: d_loss={result['d_loss']:.3f} g_loss={result['g_loss']:.3f} "
@@ -308,13 +306,56 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def _sweep_job(cfg: DictConfig, sweep_id: str, sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
+    """A job of a multirun: its output goes to ``job.log`` in its folder; the terminal gets a
+    line per epoch and one when it ends. A job that fails is reported and the sweep goes on (its
+    MLflow run is FAILED; the sweep's exit status says so at the end)."""
+    from src.sweep import JOB_LOG, Progress
+
+    name = run_name(schema.to_settings(cfg))
+    log = job_dir / JOB_LOG
+    with console.job_output(log) as terminal:
+        try:
+            result = train(cfg, sweep_id=sweep_id, progress=terminal)
+        except Exception as error:
+            traceback.print_exc()  # into the job's log
+            result = {"name": name, "status": "FAILED", "error": f"{type(error).__name__}: {error}"}
+        counter = Progress(sweep_dir).finish(name, result["status"])
+        if result["status"] == "FINISHED":
+            quality = "".join(
+                f"  {key} {result[key]:+.2f}"
+                if key == "checkerboard"
+                else f"  {key} {result[key]:.1f}"
+                for key in ("fd", "checkerboard")
+                if key in result
+            )
+            line = f"FINISHED in {result['seconds']:.0f} s{quality}"
+        elif result["status"] == "SKIPPED":
+            line = f"SKIPPED: already finished (run {result['run_id']})"
+        else:
+            line = f"FAILED: {result['error']} (log: {log})"
+        terminal.write(f"{name:<14} {line}  {counter}\n")
+    return result
+
+
 def cli() -> None:
     """``main`` with Hydra's composition errors (wrong type, unknown key or option) on one line."""
     from hydra.errors import ConfigCompositionException, OverrideParseException
 
+    from src.sweep import end_interrupted_sweep
+
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let them reach us instead of Hydra's multi-line report
     try:
         main()
+    except KeyboardInterrupt as error:
+        # Ctrl-C or SIGTERM: the runs are KILLED (by train, or here for workers the launcher
+        # killed first); one line instead of the traceback.
+        print(
+            end_interrupted_sweep()
+            or "interrupted: the run ended KILLED; the same command with resume=true continues it",
+            file=sys.stderr,
+        )
+        sys.exit(console.interrupted_status(error))
     except (ConfigCompositionException, OverrideParseException) as error:
         lines = []
         for line in str(error).splitlines():

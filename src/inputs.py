@@ -1,0 +1,42 @@
+"""What every run of one data version shares: the downscaled data, the digit classifier that
+judges the samples, and the real data's reference statistics.
+
+Each is cached under ``paths.cache_dir`` the first time it is built. A sweep builds them once
+before its jobs start (``src.sweep.SweepCallback``), so parallel jobs only ever read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from src.data import Mnist10, load_mnist
+
+
+def full_data(settings: Any) -> Mnist10:
+    """The whole training split for ``settings`` (a ``src.schema.Config``), from the cache;
+    ``data.limit`` is applied by the caller, so the classifier always sees every image."""
+    return load_mnist(replace(settings.data, limit=None), settings.paths.cache_dir)
+
+
+def judges(data: Mnist10, settings: Any) -> tuple[Any, Any]:
+    """The digit classifier for ``data`` and the test split's reference statistics, from the
+    cache or built and cached now (TensorFlow is imported here)."""
+    from src.classifier import load_or_train
+    from src.metrics import RealReference
+
+    classifier = load_or_train(data, settings.paths.cache_dir, settings.data.method)
+    reference = RealReference.load_or_compute(classifier, data.x_test, settings.paths.cache_dir)
+    return classifier, reference
+
+
+def prepare(settings: Any) -> dict[str, bool]:
+    """Build (or find) everything :func:`full_data` and :func:`judges` return; says which of
+    data, classifier and reference came from the cache."""
+    data = full_data(settings)
+    classifier, reference = judges(data, settings)
+    return {
+        "data": data.from_cache,
+        "classifier": classifier.from_cache,
+        "reference": reference.from_cache,
+    }
