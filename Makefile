@@ -8,9 +8,14 @@ UPSAMPLERS ?= nearest,transpose
 SEEDS ?= 0,1,2
 # Extra Hydra overrides for the sweep, e.g. ARGS="train.epochs=20"
 ARGS ?=
-# Launcher preset from conf/hydra/launcher/ (local_parallel, local_submitit, slurm); empty: one job at a time
+# Launcher from conf/hydra/launcher/ (local_submitit, slurm) or Hydra's basic (one job at a time);
+# empty: local_parallel, jobs in parallel on this machine
 LAUNCHER ?=
-LAUNCH := $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER))
+# Jobs at once and TensorFlow threads per job; empty: from the machine's cores (README, "Sweeps")
+JOBS ?=
+THREADS ?=
+LAUNCH := $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(if $(JOBS),hydra.launcher.n_jobs=$(JOBS)) \
+	$(if $(THREADS),train.threads=$(THREADS))
 # `make server`: address, port, run store (any SQLAlchemy URL) and artifact store of the tracking server
 SERVER_HOST ?= 127.0.0.1
 PORT ?= 5000
@@ -45,7 +50,7 @@ sweep-all: $(STAMP)  ## every upsampler in conf/upsampler x seeds 0..4 (roughly 
 report: $(STAMP)  ## the comparison report of SWEEP (default: the latest sweep)
 	$(PY) -m src.report $(SWEEP)
 
-bench: $(STAMP)  ## throughput of the harness against a plain Keras GAN, and more (outputs/bench/)
+bench: $(STAMP)  ## throughput of the harness and of whole sweeps against a plain Keras GAN (outputs/bench/)
 	$(PY) -m src.bench
 
 bench-scaling: $(STAMP)  ## run time of real runs against epochs and of sweeps against runs

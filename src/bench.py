@@ -32,6 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from src import schema
 from src.data import load_mnist
+from src.sweep_bench import UPSAMPLERS as SWEEP_UPSAMPLERS
+from src.sweep_bench import SweepSize, sweep_comparison
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Mode:
     scaling_images: int  # --scaling: training images per epoch of each real run
     scaling_epochs: tuple[int, ...]  # --scaling: epochs of the single runs
     scaling_runs: tuple[int, ...]  # --scaling: runs (seeds) of the sweeps
+    sweep: SweepSize  # the whole-sweep figure's mini-sweep (src/sweep_bench.py)
 
 
 MODES = {
@@ -58,6 +61,7 @@ MODES = {
         scaling_images=12_800,
         scaling_epochs=(1, 2, 4, 8),
         scaling_runs=(1, 2, 4),
+        sweep=SweepSize(images=20_000, epochs=3, eval_samples=10_000),
     ),
     "tiny": Mode(
         steps=16,
@@ -68,95 +72,21 @@ MODES = {
         scaling_images=1_024,
         scaling_epochs=(1, 2),
         scaling_runs=(1, 2),
+        sweep=SweepSize(images=1_024, epochs=1, eval_samples=500),
     ),
 }
-
-
-def compose(*overrides: str) -> schema.Config:
-    """The project's config with overrides, validated (Hydra compose, as the CLI does)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    schema.register()
-    conf = Path(schema.project_root()) / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=["paths.output_dir=.", *overrides])
-    return schema.to_settings(cfg)
-
-
-def reference_gan(settings: schema.Config) -> Any:
-    """The keras.io DCGAN pattern: a ``train_step`` override, default compile, no tuning."""
-    import keras
-    import tensorflow as tf
-
-    from src.networks import build_discriminator, build_generator
-
-    class ReferenceGAN(keras.Model):
-        def __init__(self, discriminator: Any, generator: Any, latent_dim: int):
-            super().__init__()
-            self.discriminator = discriminator
-            self.generator = generator
-            self.latent_dim = latent_dim
-            self.seed_generator = keras.random.SeedGenerator(1337)
-
-        def compile(self, d_optimizer: Any, g_optimizer: Any, loss_fn: Any) -> None:
-            super().compile()
-            self.d_optimizer = d_optimizer
-            self.g_optimizer = g_optimizer
-            self.loss_fn = loss_fn
-
-        def train_step(self, real_images: Any) -> dict:
-            batch_size = tf.shape(real_images)[0]
-            z = keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
-            generated = self.generator(z)
-            combined = tf.concat([generated, real_images], axis=0)
-            labels = tf.concat([tf.zeros((batch_size, 1)), tf.ones((batch_size, 1))], axis=0)
-            with tf.GradientTape() as tape:
-                d_loss = self.loss_fn(labels, self.discriminator(combined))
-            grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
-            self.d_optimizer.apply_gradients(
-                zip(grads, self.discriminator.trainable_weights, strict=True)
-            )
-            z = keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
-            with tf.GradientTape() as tape:
-                g_loss = self.loss_fn(
-                    tf.ones((batch_size, 1)), self.discriminator(self.generator(z))
-                )
-            grads = tape.gradient(g_loss, self.generator.trainable_weights)
-            self.g_optimizer.apply_gradients(
-                zip(grads, self.generator.trainable_weights, strict=True)
-            )
-            return {"d_loss": d_loss, "g_loss": g_loss}
-
-    model = ReferenceGAN(
-        build_discriminator(settings.discriminator, settings.data.image_size),
-        build_generator(settings.generator, settings.upsampler),
-        settings.generator.latent_dim,
-    )
-    lr, beta = settings.train.learning_rate, settings.train.beta_1
-    model.compile(
-        keras.optimizers.Adam(lr, beta),
-        keras.optimizers.Adam(lr, beta),
-        keras.losses.BinaryCrossentropy(from_logits=True),
-    )
-    return model
 
 
 class Trainer:
     """One implementation ready to be timed: ``run()`` trains ``steps`` batches once."""
 
     def __init__(self, kind: str, settings: schema.Config, images: Any, steps: int):
-        import keras
-
         from src.batches import epoch_batches
         from src.gan import build_gan
-
-        class LastBatch(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-                self.ended = time.perf_counter()
+        from src.plain_gan import LastBatchTimer, plain_gan
 
         self.kind, self.steps = kind, steps
-        self.last_batch = LastBatch()
+        self.last_batch = LastBatchTimer()
         batch = settings.train.batch_size
         self.images = images[: steps * batch]
         fit_args = {"epochs": 1, "verbose": 0, "callbacks": [self.last_batch]}
@@ -167,18 +97,14 @@ class Trainer:
                 data, steps_per_epoch=steps, shuffle=False, **fit_args
             )
         else:
-            self.model = reference_gan(settings)
+            self.model = plain_gan(settings)
             self.fit = lambda: self.model.fit(self.images, batch_size=batch, **fit_args)
         self.fit()  # warm-up: tracing and compilation are not throughput
         self.batch = batch
 
     def run(self) -> float:
-        """Images per second of one timed pass, from calling ``fit`` to its last batch's end.
-
-        What ``fit`` does after the last batch is left out: Keras' NumPy input pipeline (the
-        reference's) autotunes, and closing it waits for the autotuner to wake, up to a second
-        here, which would flatter the harness's ratio without being a training-step cost.
-        """
+        """Images per second of one timed pass, from calling ``fit`` to its last batch's end
+        (see :class:`src.plain_gan.LastBatchTimer` for why not to ``fit``'s return)."""
         started = time.perf_counter()
         self.fit()
         return self.steps * self.batch / (self.last_batch.ended - started)
@@ -233,13 +159,13 @@ def throughput(
     """
     results = {}
     for name in upsamplers:
-        settings = compose(f"upsampler={name}")
+        settings = schema.compose(f"upsampler={name}")
         trainers = {
             "harness": Trainer("harness", settings, images, mode.steps),
             "plain": Trainer("plain", settings, images, mode.steps),
         }
         if variant:
-            varied = compose(f"upsampler={name}", *variant)
+            varied = schema.compose(f"upsampler={name}", *variant)
             trainers["variant"] = Trainer("harness", varied, images, mode.steps)
         timings: dict[str, list[float]] = {label: [] for label in trainers}
         for _ in range(mode.repeats):
@@ -271,7 +197,7 @@ def batch_scaling(images: Any, mode: Mode) -> dict[str, float]:
     scaling = {}
     for batch in mode.batch_sizes:
         steps = max(mode.steps * 128 // batch, 4)
-        trainer = Trainer("harness", compose(f"train.batch_size={batch}"), images, steps)
+        trainer = Trainer("harness", schema.compose(f"train.batch_size={batch}"), images, steps)
         scaling[str(batch)] = statistics.median(trainer.run() for _ in range(mode.repeats))
     return scaling
 
@@ -318,7 +244,7 @@ def evaluation_seconds(images: Any, mode: Mode) -> float:
     from src.metrics import RealReference, evaluate
     from src.networks import build_generator
 
-    settings = compose()
+    settings = schema.compose()
     data = load_mnist(settings.data, settings.paths.cache_dir)
     classifier = load_or_train(data, settings.paths.cache_dir, settings.data.method)
     reference = RealReference.load_or_compute(classifier, data.x_test, settings.paths.cache_dir)
@@ -393,6 +319,7 @@ def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
     by_runs = [
         seconds(
             "-m",
+            "hydra/launcher=basic",  # time per run; the sweep figure times parallel sweeps
             "train.epochs=2",
             "seed=" + ",".join(map(str, range(n))),
             f"hydra.sweep.dir={tmp / f'r{n}'}",
@@ -424,7 +351,7 @@ def step_benchmark(
     import keras
 
     mode = MODES[mode_name]
-    settings = compose()
+    settings = schema.compose()
     images = load_mnist(settings.data, settings.paths.cache_dir).x_train
     keras.utils.set_random_seed(0)
     print(f"upsampler-gan benchmark ({mode_name}), batch {settings.train.batch_size}")
@@ -446,6 +373,7 @@ def step_benchmark(
             "eval_samples": mode.eval_samples,
             "startup_to_first_epoch_seconds": startup_seconds(tmp),
             "mlflow_logging_seconds_per_epoch": logging_seconds(tmp),
+            "sweep": sweep_figure(tmp, mode, matmul, results),
         }
     # The share is of an epoch of the default upsampler (or the first one measured).
     row = results.get(settings.upsampler.name) or next(iter(results.values()))
@@ -454,6 +382,32 @@ def step_benchmark(
         report["mlflow_logging_seconds_per_epoch"] / epoch_seconds
     )
     _print_table(report)
+    return report
+
+
+def sweep_figure(
+    tmp: Path, mode: Mode, matmul: float, results: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The whole-sweep comparison (src/sweep_bench.py), reusing FLOP counts already made."""
+    results = results or {}
+    flops = {
+        name: results[name]["train_flops_per_image"]
+        if name in results
+        else train_flops_per_image(schema.compose(f"upsampler={name}"))
+        for name in SWEEP_UPSAMPLERS
+    }
+    print("whole sweeps (two upsamplers x two seeds):")
+    return sweep_comparison(tmp, mode.sweep, flops, matmul, mode.matmul_size)
+
+
+def sweep_benchmark(mode_name: str) -> dict[str, Any]:
+    """``--sweep``: only the whole-sweep figure, with the one-process matmul rate it needs."""
+    mode = MODES[mode_name]
+    matmul = matmul_gflops(mode.matmul_size)
+    with tempfile.TemporaryDirectory() as scratch:
+        report = {"mode": f"{mode_name} sweep", "machine": machine(), "matmul_gflops": matmul,
+                  "sweep": sweep_figure(Path(scratch), mode, matmul)}  # fmt: skip
+    _print_sweep(report["sweep"])
     return report
 
 
@@ -467,6 +421,11 @@ def main(argv: list[str] | None = None) -> Path:
         help="instead: wall time of real runs against epochs and of sweeps against runs",
     )
     parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead: only the whole-sweep figure (parallel, one at a time, plain loop)",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -477,8 +436,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", default=str(Path(schema.project_root()) / "outputs" / "bench"))
     parser.add_argument("upsamplers", nargs="*", help="default: every file in conf/upsampler")
     args = parser.parse_intermixed_args(argv)
-    if args.scaling and (args.variant or args.upsamplers):
-        parser.error("--scaling times whole default runs; it takes no upsamplers or --variant")
+    if args.scaling and args.sweep:
+        parser.error("--scaling and --sweep are separate benchmarks; give one of them")
+    if (args.scaling or args.sweep) and (args.variant or args.upsamplers):
+        flag = "--scaling" if args.scaling else "--sweep"
+        parser.error(f"{flag} times whole default runs; it takes no upsamplers or --variant")
     known = sorted(
         p.stem for p in (Path(schema.project_root()) / "conf" / "upsampler").glob("*.yaml")
     )
@@ -487,7 +449,7 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error(f"unknown upsampler {', '.join(unknown)}; choose from {', '.join(known)}")
     if args.variant:
         try:
-            compose(*args.variant)
+            schema.compose(*args.variant)
         except Exception as error:  # Hydra's own message names the bad override
             reason = (str(error).splitlines() or [type(error).__name__])[0]
             parser.error(f"--variant {' '.join(args.variant)}: {reason}")
@@ -498,6 +460,8 @@ def main(argv: list[str] | None = None) -> Path:
                 scaling = run_scaling(Path(scratch), MODES[args.mode])
             report = {"mode": f"{args.mode} scaling", "machine": machine(), **scaling}
             _print_scaling(report)
+        elif args.sweep:
+            report = sweep_benchmark(args.mode)
         else:
             report = step_benchmark(args.mode, args.upsamplers or known, tuple(args.variant))
     except (RuntimeError, subprocess.CalledProcessError) as error:  # a src.train run failed
@@ -505,7 +469,7 @@ def main(argv: list[str] | None = None) -> Path:
     report["bench_seconds"] = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    suffix = "-scaling" if args.scaling else ""
+    suffix = "-scaling" if args.scaling else "-sweep" if args.sweep else ""
     path = out / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}{suffix}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"written to {path}")
@@ -544,6 +508,24 @@ def _print_table(report: dict[str, Any]) -> None:
     print(f"start-up to first epoch: {report['startup_to_first_epoch_seconds']:.1f} s")
     print(f"MLflow per epoch: {report['mlflow_logging_seconds_per_epoch'] * 1000:.0f} ms "
           f"({report['mlflow_logging_share_of_epoch']:.2%} of an epoch)")  # fmt: skip
+    _print_sweep(report["sweep"])
+
+
+def _print_sweep(sweep: dict[str, Any]) -> None:
+    print(f"\nwhole sweep, {len(sweep['upsamplers'])} upsamplers x {len(sweep['seeds'])} seeds, "
+          f"{sweep['epochs']} epochs of {sweep['images_per_run']:,} images; matmul ceiling "
+          f"{sweep['matmul_gflops_ceiling']:.0f} GFLOP/s (one process "
+          f"{sweep['matmul_gflops_one_process']:.0f}, one per core "
+          f"{sweep['matmul_gflops_one_per_core']:.0f})")  # fmt: skip
+    print(f"{'way':<14} {'wall s':>7} {'img/s':>8} {'MFU':>6} {'transpose MFU':>14}")
+    for way in ("default", "one_at_a_time", "plain_loop"):
+        row = sweep[way]
+        print(f"{way:<14} {row['wall_seconds']:>7.1f} {row['images_per_second']:>8,.0f} "
+              f"{row['model_flop_utilisation']:>6.1%} "
+              f"{row['transpose']['model_flop_utilisation']:>14.1%}")  # fmt: skip
+    print(f"wall time default / one at a time: "
+          f"{sweep['wall_ratio_default_to_one_at_a_time']:.2f}; throughput default / plain "
+          f"loop: {sweep['throughput_ratio_default_to_plain_loop']:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

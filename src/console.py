@@ -14,20 +14,29 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 
+@dataclass
+class Terminal:
+    """Line-buffered streams to where stdout and stderr pointed before :func:`job_output`."""
+
+    out: TextIO
+    err: TextIO
+
+
 @contextmanager
-def job_output(log: Path) -> Iterator[TextIO]:
-    """Within the block stdout and stderr append to ``log``; yields a line-buffered stream to
-    what stdout was before (the terminal)."""
+def job_output(log: Path) -> Iterator[Terminal]:
+    """Within the block stdout and stderr append to ``log``; yields streams to what they were
+    before (the terminal)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    terminal = open(os.dup(saved[0]), "w", buffering=1)  # noqa: SIM115 - closed below
+    terminal = Terminal(*(open(os.dup(fd), "w", buffering=1) for fd in saved))  # noqa: SIM115
     try:
         os.dup2(target, 1)
         os.dup2(target, 2)
@@ -39,7 +48,8 @@ def job_output(log: Path) -> Iterator[TextIO]:
         os.dup2(saved[1], 2)
         for fd in (*saved, target):
             os.close(fd)
-        terminal.close()
+        terminal.out.close()
+        terminal.err.close()
 
 
 class Terminated(KeyboardInterrupt):

@@ -76,14 +76,18 @@ def threads_for_launcher(
     cpus = launcher.get("cpus_per_task")
     if cpus:
         return int(cpus)
-    workers = launcher.get("n_jobs")
-    if workers is None:
+    if launcher.get("n_jobs") is None:
         return 0
     cores = usable_cores() if cores is None else cores
-    workers = int(workers)
-    if workers < 0:  # joblib's convention: -1 is every core, -2 all but one, ...
-        workers = max(1, cores + 1 + workers)
-    return max(1, cores // max(1, workers))
+    return max(1, cores // joblib_workers(launcher.n_jobs, cores))
+
+
+def joblib_workers(n_jobs: int, cores: int | None = None) -> int:
+    """Worker processes joblib starts for ``n_jobs`` (-1: every core, -2: all but one, ...)."""
+    n_jobs = int(n_jobs)
+    if n_jobs > 0:
+        return n_jobs
+    return max(1, (usable_cores() if cores is None else cores) + 1 + n_jobs)
 
 
 def job_threads(deterministic: bool = False) -> int:

@@ -226,6 +226,19 @@ def to_settings(cfg: Any) -> Config:
     return OmegaConf.to_object(cfg)
 
 
+def compose(*overrides: str) -> Config:
+    """The project's config with Hydra ``overrides``, composed as the CLI does and validated
+    (for tools and tests; ``paths.output_dir`` is the working dir unless overridden)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register()
+    conf = Path(project_root()) / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=["paths.output_dir=.", *overrides])
+    return to_settings(cfg)
+
+
 def _reject_unknown_keys(node: Any, schema: type, prefix: str) -> None:
     known = {item.name for item in fields(schema)}
     for key in node:

@@ -316,7 +316,7 @@ def _sweep_job(cfg: DictConfig, sweep_id: str, sweep_dir: Path, job_dir: Path) -
     log = job_dir / JOB_LOG
     with console.job_output(log) as terminal:
         try:
-            result = train(cfg, sweep_id=sweep_id, progress=terminal)
+            result = train(cfg, sweep_id=sweep_id, progress=terminal.out)
         except Exception as error:
             traceback.print_exc()  # into the job's log
             result = {"name": name, "status": "FAILED", "error": f"{type(error).__name__}: {error}"}
@@ -334,7 +334,7 @@ def _sweep_job(cfg: DictConfig, sweep_id: str, sweep_dir: Path, job_dir: Path) -
             line = f"SKIPPED: already finished (run {result['run_id']})"
         else:
             line = f"FAILED: {result['error']} (log: {log})"
-        terminal.write(f"{name:<14} {line}  {counter}\n")
+        terminal.out.write(f"{name:<14} {line}  {counter}\n")
     return result
 
 

@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT
 
 from src.bench import linear_fit
+from src.sweep_bench import aggregate, union_seconds
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +55,22 @@ def test_tiny_benchmark_writes_every_figure(tmp_path):
                 "mlflow_logging_seconds_per_epoch", "mlflow_logging_share_of_epoch"):  # fmt: skip
         assert report[key] > 0, key
     assert "nearest" in result.stdout and "ratio" in result.stdout
+    _check_sweep_figure(report["sweep"])
+
+
+def _check_sweep_figure(sweep: dict) -> None:
+    """The tiny whole-sweep figure: 2 upsamplers x 2 seeds of one 1,024-image epoch, three ways."""
+    assert sweep["upsamplers"] == ["nearest", "transpose"] and sweep["seeds"] == [0, 1]
+    assert sweep["matmul_gflops_ceiling"] == max(
+        sweep["matmul_gflops_one_process"], sweep["matmul_gflops_one_per_core"]
+    )
+    for way in ("default", "one_at_a_time", "plain_loop"):
+        row = sweep[way]
+        # Every run trained 8 batches of 128: read back from each epoch's MLflow metrics.
+        assert row["images"] == pytest.approx(4 * 1024), way
+        assert row["transpose"]["images"] == pytest.approx(2 * 1024), way
+        assert 0 < row["training_seconds"] <= row["wall_seconds"], way
+        assert 0 < row["transpose"]["training_seconds"] <= row["training_seconds"], way
 
 
 def test_tiny_scaling_writes_run_time_lines(tmp_path):
@@ -101,3 +118,18 @@ def test_linear_fit_gives_fixed_cost_cost_each_and_worst_miss():
     misses = [abs(y - f) / f for y, f in zip([12.0, 14.5, 18.0], fitted, strict=True)]
     assert fit["max_relative_deviation"] == pytest.approx(max(misses))
     assert fit["max_relative_deviation"] > 0.01  # these three points are visibly off a line
+
+
+def test_union_of_training_intervals_counts_overlaps_once():
+    intervals = [
+        {"upsampler": "nearest", "start": 0.0, "end": 4.0, "images": 100},
+        {"upsampler": "nearest", "start": 1.0, "end": 3.0, "images": 100},  # inside the first
+        {"upsampler": "transpose", "start": 3.5, "end": 6.0, "images": 200},  # overlaps it
+        {"upsampler": "transpose", "start": 8.0, "end": 9.0, "images": 100},  # after a gap
+    ]
+    assert union_seconds(intervals) == pytest.approx(7.0)
+    figures = aggregate(intervals, {"nearest": 1e7, "transpose": 2e7}, ceiling=10.0)
+    assert figures["images_per_second"] == pytest.approx(500 / 7.0)
+    # (200 images x 10 MFLOP + 300 images x 20 MFLOP) / 7 s = 8/7 GFLOP/s, of a 10 GFLOP/s ceiling
+    assert figures["gflops"] == pytest.approx(8 / 7)
+    assert figures["model_flop_utilisation"] == pytest.approx(8 / 70)

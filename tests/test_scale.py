@@ -79,8 +79,11 @@ def test_submitit_multirun_two_jobs_one_sweep(tmp_path):
     """Two jobs run by submitit's local executor, each in its own process, land as two FINISHED
     runs with the sweep id the callback wrote in the driver process."""
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    result, _, reports, sweep_id = _two_job_sweep("local_submitit", uri, tmp_path)
+    result, runs, reports, sweep_id = _two_job_sweep("local_submitit", uri, tmp_path)
     assert sweep_id == (tmp_path / "sweep" / "sweep_id.txt").read_text().strip()
+    # Each job's TensorFlow threads follow the preset's cpus_per_task.
+    preset = yaml.safe_load((CONF / "hydra" / "launcher" / "local_submitit.yaml").read_text())
+    assert {run.data.params["train.threads"] for run in runs} == {str(preset["cpus_per_task"])}
     assert f"sweep {sweep_id}: 2 runs" in result.stdout
     assert [run.info.run_name for run in reports] == [f"report-{sweep_id}"]
     assert (tmp_path / "reports" / sweep_id / "report.md").is_file()
