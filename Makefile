@@ -29,7 +29,7 @@ ALL_UPSAMPLERS := $(shell ls conf/upsampler | sed -n 's/\.yaml$$//p' | paste -sd
 # Sweep to report with `make report` (default: the latest sweep in the store)
 SWEEP ?=
 
-.PHONY: install sweep sweep-all report bench bench-scaling train test lint format ui server clean
+.PHONY: install sweep sweep-all report bench bench-scaling train test test-fast lint format ui server clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -69,6 +69,9 @@ format: $(STAMP)
 
 test: lint  ## lint, then the test suite
 	$(PY) -m pytest
+
+test-fast: lint  ## lint, then the tests not marked slow (no real training runs; under a minute)
+	$(PY) -m pytest -m "not slow"
 
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 for this project's runs
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db

@@ -240,11 +240,17 @@ def test_deterministic_runs_repeat_in_parallel_and_one_at_a_time(tmp_path, small
 
 
 def _live_processes(group: int) -> list[str]:
-    """Processes of a process group that are not zombies (``ps`` reports state Z for those)."""
-    ps = subprocess.run(
-        ["ps", "-o", "pid=,stat=", "-g", str(group)], capture_output=True, text=True
-    )
-    return [line for line in ps.stdout.splitlines() if line.split()[1][0] != "Z"]
+    """Processes of a process group that are not zombies, from /proc/<pid>/stat."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid pgrp ...": split after the command, which may hold spaces
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # the process ended while we looked
+        if int(pgrp) == group and state != "Z":
+            live.append(stat.parent.name)
+    return live
 
 
 @pytest.mark.slow
