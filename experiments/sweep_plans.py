@@ -22,6 +22,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from src.scratch import scratch_command  # noqa: E402 - after the path is set
+
 SWEEP = ["upsampler=nearest", "seed=0,1,2,3", "train.epochs=4", "data.limit=30000",
          "eval.every_epochs=100", "train.verbose=0",
          "hydra.callbacks.sweep.report=false"]  # fmt: skip
@@ -41,10 +45,8 @@ ONE_CORE_PLANS = {
 
 def wall_seconds(tmp: Path, label: str, extra: list[str], prefix: list[str]) -> float:
     """Run the sweep under one plan; its wall time (raises if it fails)."""
-    folder = tmp / f"{label}-{time.monotonic_ns()}"
-    command = [*prefix, sys.executable, "-m", "src.train", "--multirun", *SWEEP, *extra,
-               f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", f"hydra.sweep.dir={folder}",
-               f"paths.checkpoint_dir={folder / 'ck'}"]  # fmt: skip
+    label = f"{label}-{time.monotonic_ns()}"  # a fresh store and sweep folder for each
+    command = [*prefix, *scratch_command(tmp, "--multirun", *SWEEP, *extra, label=label)]
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - started

@@ -31,7 +31,9 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from src import schema
-from src.data import load_mnist
+from src.inputs import full_data
+from src.matmul import product_gflops
+from src.scratch import scratch_command
 from src.sweep_bench import UPSAMPLERS as SWEEP_UPSAMPLERS
 from src.sweep_bench import SweepSize, sweep_comparison
 
@@ -115,25 +117,6 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def matmul_gflops(size: int, repeats: int = 10) -> float:
-    """The machine's float32 ceiling in GFLOP/s: the fastest of ``repeats`` n x n products.
-
-    The fastest, not the mean: on a shared machine a slow repeat measures the neighbours.
-    """
-    import tensorflow as tf
-
-    a = tf.random.normal((size, size))
-    b = tf.random.normal((size, size))
-    product = tf.function(lambda x, y: tf.matmul(x, y))
-    product(a, b).numpy()
-    fastest = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        product(a, b).numpy()
-        fastest = min(fastest, time.perf_counter() - started)
-    return 2 * size**3 / fastest / 1e9
-
-
 def train_flops_per_image(settings: schema.Config) -> float:
     """FLOPs of one harness training step divided by its batch, from the traced graph."""
     import tensorflow as tf
@@ -202,23 +185,13 @@ def batch_scaling(images: Any, mode: Mode) -> dict[str, float]:
     return scaling
 
 
-def scratch_train_command(tmp: Path, *overrides: str) -> list[str]:
-    """``python -m src.train overrides...`` whose store, checkpoints and reports stay in ``tmp``.
-
-    Caches (data, classifier) stay shared: warming them is the point of a first run.
-    """
-    return [sys.executable, "-m", "src.train", *overrides,
-            f"tracking.uri=sqlite:///{tmp / 'bench.db'}", f"paths.checkpoint_dir={tmp / 'ck'}",
-            f"paths.reports_dir={tmp / 'reports'}"]  # fmt: skip
-
-
 def startup_seconds(tmp: Path) -> float:
     """Wall time from launching ``python -m src.train`` to its first epoch starting.
 
     Run once first so the data, classifier and reference caches and the MLflow store are warm.
     """
     # 2 epochs: Keras prints "Epoch 1/N" only when N > 1.
-    args = scratch_train_command(tmp, "data.limit=512", "train.epochs=2", "eval.samples=100",
+    args = scratch_command(tmp, "data.limit=512", "train.epochs=2", "eval.samples=100",
                                  "train.verbose=2", f"hydra.run.dir={tmp / 'run'}")  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each line as it is printed
     subprocess.run(args, cwd=schema.project_root(), capture_output=True, check=True, env=env)
@@ -236,18 +209,16 @@ def startup_seconds(tmp: Path) -> float:
     return elapsed
 
 
-def evaluation_seconds(images: Any, mode: Mode) -> float:
+def evaluation_seconds(mode: Mode) -> float:
     """Time of one full evaluation: generating ``eval_samples`` images, features, all metrics."""
     import numpy as np
 
-    from src.classifier import load_or_train
-    from src.metrics import RealReference, evaluate
+    from src.inputs import full_data, judges
+    from src.metrics import evaluate
     from src.networks import build_generator
 
     settings = schema.compose()
-    data = load_mnist(settings.data, settings.paths.cache_dir)
-    classifier = load_or_train(data, settings.paths.cache_dir, settings.data.method)
-    reference = RealReference.load_or_compute(classifier, data.x_test, settings.paths.cache_dir)
+    classifier, reference = judges(full_data(settings), settings)
     generator = build_generator(settings.generator, settings.upsampler)
     z = np.random.default_rng(0).standard_normal((mode.eval_samples, 100)).astype("float32")
     generator.predict(z[:10], verbose=0)
@@ -305,7 +276,7 @@ def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
 
     def seconds(*args: str) -> float:
         started = time.perf_counter()
-        command = scratch_train_command(tmp, *args, *common)
+        command = scratch_command(tmp, *args, *common)
         done = subprocess.run(command, cwd=schema.project_root(), capture_output=True, text=True)
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -352,10 +323,10 @@ def step_benchmark(
 
     mode = MODES[mode_name]
     settings = schema.compose()
-    images = load_mnist(settings.data, settings.paths.cache_dir).x_train
+    images = full_data(settings).x_train
     keras.utils.set_random_seed(0)
     print(f"upsampler-gan benchmark ({mode_name}), batch {settings.train.batch_size}")
-    matmul = matmul_gflops(mode.matmul_size)
+    matmul = product_gflops(mode.matmul_size)
     results = throughput(upsamplers, images, mode, variant)
     for row in results.values():
         achieved = row["harness_images_per_second"]["median"] * row["train_flops_per_image"]
@@ -369,7 +340,7 @@ def step_benchmark(
             "matmul_gflops": matmul,
             "upsamplers": results,
             "batch_scaling_images_per_second": batch_scaling(images, mode),
-            "final_evaluation_seconds": evaluation_seconds(images, mode),
+            "final_evaluation_seconds": evaluation_seconds(mode),
             "eval_samples": mode.eval_samples,
             "startup_to_first_epoch_seconds": startup_seconds(tmp),
             "mlflow_logging_seconds_per_epoch": logging_seconds(tmp),
@@ -403,7 +374,7 @@ def sweep_figure(
 def sweep_benchmark(mode_name: str) -> dict[str, Any]:
     """``--sweep``: only the whole-sweep figure, with the one-process matmul rate it needs."""
     mode = MODES[mode_name]
-    matmul = matmul_gflops(mode.matmul_size)
+    matmul = product_gflops(mode.matmul_size)
     with tempfile.TemporaryDirectory() as scratch:
         report = {"mode": f"{mode_name} sweep", "machine": machine(), "matmul_gflops": matmul,
                   "sweep": sweep_figure(Path(scratch), mode, matmul)}  # fmt: skip

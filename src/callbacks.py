@@ -27,6 +27,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.images_per_epoch = images_per_epoch
         self.zoom = zoom
         self.started = 0.0
+        self.last_seconds = 0.0  # the last epoch's training time, for EpochLine
 
     def log_samples(self, step: int) -> None:
         """Draw the fixed latent batch through the generator and log the grid at ``step``."""
@@ -37,7 +38,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        seconds = time.perf_counter() - self.started
+        seconds = self.last_seconds = time.perf_counter() - self.started
         metrics = {key: float(value) for key, value in (logs or {}).items()}
         metrics["epoch_seconds"] = seconds
         metrics["images_per_second"] = self.images_per_epoch / seconds
@@ -93,7 +94,7 @@ class QualityEvaluator(keras.callbacks.Callback):
         self.latents = latents
         self.every = every
         self.epochs = epochs
-        self.latest: dict[str, float] = {}  # the last evaluation's metrics and its step
+        self.latest: dict[str, float] = {}  # for EpochLine and train's result: the last evaluation
 
     def samples(self) -> np.ndarray:
         """The generator's images for the fixed evaluation latents."""
@@ -142,24 +143,23 @@ class QualityEvaluator(keras.callbacks.Callback):
 
 class EpochLine(keras.callbacks.Callback):
     """One line per epoch on ``stream``, prefixed with the run's name: what a sweep's job shows
-    on the shared terminal while Keras' own output goes to the job's log."""
+    on the shared terminal while Keras' own output goes to the job's log. The time is the
+    epoch's training time as ``logger`` logged it; FD shows on evaluated epochs."""
 
-    def __init__(self, stream: Any, name: str, epochs: int, evaluator: QualityEvaluator):
+    def __init__(self, stream: Any, name: str, epochs: int, logger: MlflowEpochLogger,
+                 evaluator: QualityEvaluator):  # fmt: skip
         super().__init__()
         self.stream = stream
         self.name = name
         self.epochs = epochs
+        self.logger = logger
         self.evaluator = evaluator
-        self.started = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        parts = [f"{self.name:<14} epoch {epoch + 1:>3}/{self.epochs}"]
-        parts += [f"{key} {float(logs[key]):.3f}" for key in ("d_loss", "g_loss") if key in logs]
-        if self.evaluator.latest.get("step") == epoch + 1:
-            parts.append(f"fd {self.evaluator.latest['fd']:.1f}")
-        parts.append(f"{time.perf_counter() - self.started:.1f} s")
-        self.stream.write("  ".join(parts) + "\n")
+        """Write the epoch's line (after the logger and the evaluator have run)."""
+        from src.console import epoch_line
+
+        done = epoch + 1
+        evaluated = self.evaluator.latest if self.evaluator.latest.get("step") == done else {}
+        self.stream.write(epoch_line(self.name, done, self.epochs, logs or {}, evaluated,
+                                     self.logger.last_seconds))  # fmt: skip

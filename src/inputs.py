@@ -8,18 +8,23 @@ before its jobs start (``src.sweep.SweepCallback``), so parallel jobs only ever 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from src.data import Mnist10, load_mnist
 
+if TYPE_CHECKING:  # annotations only: importing them would load TensorFlow
+    from src.classifier import DigitClassifier
+    from src.metrics import RealReference
+    from src.schema import Config
 
-def full_data(settings: Any) -> Mnist10:
-    """The whole training split for ``settings`` (a ``src.schema.Config``), from the cache;
+
+def full_data(settings: Config) -> Mnist10:
+    """The whole training split for ``settings``, from the cache;
     ``data.limit`` is applied by the caller, so the classifier always sees every image."""
     return load_mnist(replace(settings.data, limit=None), settings.paths.cache_dir)
 
 
-def judges(data: Mnist10, settings: Any) -> tuple[Any, Any]:
+def judges(data: Mnist10, settings: Config) -> tuple[DigitClassifier, RealReference]:
     """The digit classifier for ``data`` and the test split's reference statistics, from the
     cache or built and cached now (TensorFlow is imported here)."""
     from src.classifier import load_or_train
@@ -30,13 +35,14 @@ def judges(data: Mnist10, settings: Any) -> tuple[Any, Any]:
     return classifier, reference
 
 
-def prepare(settings: Any) -> dict[str, bool]:
-    """Build (or find) everything :func:`full_data` and :func:`judges` return; says which of
-    data, classifier and reference came from the cache."""
+def build_missing(settings: Config) -> list[str]:
+    """Build (or find) everything :func:`full_data` and :func:`judges` return; the names of
+    those that were not cached yet (``data``, ``classifier``, ``reference``)."""
     data = full_data(settings)
     classifier, reference = judges(data, settings)
-    return {
+    cached = {
         "data": data.from_cache,
         "classifier": classifier.from_cache,
         "reference": reference.from_cache,
     }
+    return [name for name, hit in cached.items() if not hit]

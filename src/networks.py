@@ -26,6 +26,7 @@ class LeakyReLUFromOutput(layers.LeakyReLU):
     """
 
     def call(self, inputs: Any) -> Any:
+        """``leaky_relu(inputs)``, differentiated as ``LeakyReluGrad(dy, output)``."""
         alpha = float(self.negative_slope)
 
         @tf.custom_gradient
@@ -69,3 +70,19 @@ def build_discriminator(disc_cfg: Any, image_size: int, channels: int = 1) -> An
     x = layers.Dropout(disc_cfg.dropout, name="dropout")(x)
     logit = layers.Dense(1, name="logit")(x)
     return keras.Model(image, logit, name="discriminator")
+
+
+def portable(model: Any) -> Any:
+    """A copy of ``model`` with Keras' own LeakyReLU wherever it has :class:`LeakyReLUFromOutput`,
+    and the same weights: the same function, and a saved file that ``keras.models.load_model``
+    reads without this module (only the gradient's graph differs, which a saved model does not
+    keep)."""
+
+    def clone(layer: Any) -> Any:
+        if isinstance(layer, LeakyReLUFromOutput):
+            return layers.LeakyReLU(layer.negative_slope, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -82,4 +82,5 @@ class LastBatchTimer(keras.callbacks.Callback):
         self.ended = 0.0
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        """Note the time: the last call is the end of the timed work."""
         self.ended = time.perf_counter()

@@ -25,7 +25,8 @@ import numpy as np
 
 from src import tracking
 from src.schema import project_root
-from src.sweep import REPORT_TAG
+
+REPORT_TAG = "report"  # set on report runs, which share the sweep_id tag with training runs
 
 # Final metrics in the table: (key, label, True when lower is better, format).
 TABLE_METRICS: list[tuple[str, str, bool | None, str]] = [

@@ -1,10 +1,11 @@
 """How much of the machine a sweep uses: parallel jobs, and TensorFlow threads per job.
 
-The rule, measured on a 2-core machine (README, "Sweeps in parallel"): these models are too
-small for TensorFlow's thread pools to keep two cores busy (one process on two threads trained
-about 1.2x as fast as on one), so a sweep runs one job per core, each on one thread, as many
-as memory allows. The numbers reach the configs through two resolvers: ``${sweep_workers:}``
-(the joblib launcher's ``n_jobs``) and ``${job_threads:}`` (``train.threads``).
+The rule, measured on a 2-core machine (README, "How the rule was chosen"): one process trains
+these small models only about 1.3-1.4 times as fast on two threads as on one, so a sweep runs
+one job per core, each on one thread, as many as memory holds. The numbers reach the configs
+through two resolvers: ``${sweep_workers:}`` (the joblib launcher's ``n_jobs``) and
+``${job_threads:...}`` (``train.threads``). Both depend only on the machine and the config, never
+on its momentary load, so every process of a sweep computes the same numbers.
 """
 
 from __future__ import annotations
@@ -17,43 +18,81 @@ from typing import Any
 # Peak resident memory of one default training job, rounded up: 1.42 GB measured with
 # /usr/bin/time -v on a full-data run (TensorFlow, the data, the classifier and a 10k evaluation).
 JOB_MEMORY_GB = 2.0
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+NO_LIMIT = 2**60  # cgroup v1 writes "no memory limit" as a number near 2**63
 
 
 class ThreadsError(RuntimeError):
     """TensorFlow's thread pools are fixed already; the message says what to do."""
 
 
+def _cgroup_file(v2_name: str, v1_controller: str, v1_name: str) -> str | None:
+    """The content of one of this process's cgroup files (v2's ``v2_name``, or v1's
+    ``<v1_controller>/<v1_name>``), or None where there is no such file (no cgroups, no limit)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            candidates = [CGROUP_ROOT / path.lstrip("/") / v2_name, CGROUP_ROOT / v2_name]
+        elif v1_controller in controllers.split(","):
+            base = CGROUP_ROOT / controllers
+            candidates = [base / path.lstrip("/") / v1_name, base / v1_name]
+        else:
+            continue
+        for candidate in candidates:  # the process's own cgroup; the root inside a container
+            try:
+                return candidate.read_text().strip()
+            except OSError:
+                continue
+    return None
+
+
 def usable_cores() -> int:
-    """Cores this process may run on: its CPU affinity (``taskset``, SLURM's cgroup cpuset),
-    further capped by a cgroup v2 CPU quota (a container's ``--cpus``) when one is set."""
+    """Cores this process may run on: its CPU affinity (``taskset``, SLURM's cpuset), capped by
+    a cgroup CPU quota (a container's ``--cpus``) when one is set."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
+    quota = _cgroup_file("cpu.max", "cpu", "cpu.cfs_quota_us")
+    period = _cgroup_file("cpu.max", "cpu", "cpu.cfs_period_us")
     try:
-        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
-        if quota != "max":
+        if quota and " " in quota:  # v2: "<quota> <period>" or "max <period>"
+            quota, period = quota.split()[:2]
+        if quota and period and quota not in ("max", "-1"):
             cores = min(cores, max(1, math.floor(int(quota) / int(period))))
-    except (OSError, ValueError):
+    except ValueError:
         pass
     return cores
 
 
-def available_memory_gb() -> float:
-    """Memory available to new processes (``MemAvailable``), in GB; infinite when unknown."""
+def memory_gb() -> float:
+    """Memory this process's jobs may use, in GB: the machine's total (``MemTotal``), capped by
+    a cgroup memory limit; infinite when unknown. Total, not free: a sweep plans once for the
+    machine, and free memory changes while its own jobs start."""
+    total = math.inf
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024**2
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) / 1024**2
     except (OSError, ValueError, IndexError):
         pass
-    return math.inf
+    limit = _cgroup_file("memory.max", "memory", "memory.limit_in_bytes")
+    if limit and limit != "max":
+        try:
+            if int(limit) < NO_LIMIT:
+                total = min(total, int(limit) / 1024**3)
+        except ValueError:
+            pass
+    return total
 
 
-def sweep_workers(cores: int | None = None, memory_gb: float | None = None) -> int:
+def sweep_workers(cores: int | None = None, memory: float | None = None) -> int:
     """Jobs a sweep runs at once: one per usable core, as many as ``JOB_MEMORY_GB`` each fit."""
     cores = usable_cores() if cores is None else cores
-    memory_gb = available_memory_gb() if memory_gb is None else memory_gb
-    by_memory = memory_gb / JOB_MEMORY_GB
+    memory = memory_gb() if memory is None else memory
+    by_memory = memory / JOB_MEMORY_GB
     return max(1, min(cores, int(by_memory) if math.isfinite(by_memory) else cores))
 
 

@@ -239,6 +239,31 @@ def compose(*overrides: str) -> Config:
     return to_settings(cfg)
 
 
+def one_line(error: BaseException) -> str:
+    """An error as one line for the user: this module's errors as they are; Hydra's composition
+    and override errors without the config search path they list, with their cause's first
+    line; any other error as its type and first line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(error, ConfigError):
+        return str(error)
+    if isinstance(error, OmegaConfBaseException):  # its message ends in a key/type dump
+        return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+    if not isinstance(error, HydraException):
+        first = (str(error).splitlines() or [""])[0]
+        return f"{type(error).__name__}: {first}".rstrip(": ")
+    lines = []
+    for line in str(error).splitlines():
+        if line.startswith("Config search path"):
+            break  # Hydra's search path: noise for a user who mistyped an override
+        if line.strip():
+            lines.append(line.strip())
+    if error.__cause__ is not None:
+        lines.append((str(error.__cause__).splitlines() or [""])[0])
+    return " ".join(lines)
+
+
 def _reject_unknown_keys(node: Any, schema: type, prefix: str) -> None:
     known = {item.name for item in fields(schema)}
     for key in node:

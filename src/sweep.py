@@ -1,18 +1,13 @@
-"""Hydra callback for multiruns: check and prepare everything once before the jobs start,
-count them as they finish, and summarise and report at the end.
+"""Hydra callback for multiruns: check and prepare everything once before the jobs start, and
+summarise and report at the end.
 
-The sweep folder holds the sweep's shared state, so that jobs in other processes (joblib
-workers, submitit, SLURM) can take part: ``sweep_id.txt`` (the id every job tags its run
-with) and ``progress.jsonl`` (a line per finished job, and the job count on its first line).
+The sweep folder holds the state the sweep's processes share: ``sweep_id.txt`` (the id every
+job tags its run with) and ``progress.jsonl`` (src/progress.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import secrets
-import signal
 import sys
 import time
 from pathlib import Path
@@ -22,16 +17,15 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import console, resources, tracking
+from src import launchers, resources, signals, tracking
+from src.progress import Progress
 
 SWEEP_ID_FILE = "sweep_id.txt"
-PROGRESS_FILE = "progress.jsonl"
 JOB_LOG = "job.log"  # each job's full output (Keras, TensorFlow, tracebacks), in its job folder
 WORKERS_LOG = "workers.log"  # the joblib workers' output while they warm up, in the sweep folder
-REPORT_TAG = "report"  # set on report runs, which share the sweep_id tag with training runs
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 _active: SweepCallback | None = None  # the sweep this process drives, for an interrupted end
+_started = False  # whether Hydra got as far as starting a sweep (its config composed)
 
 
 def job_sweep_id(hydra_cfg: Any) -> str | None:
@@ -42,71 +36,36 @@ def job_sweep_id(hydra_cfg: Any) -> str | None:
     return marker.read_text().strip() if marker.is_file() else Path(hydra_cfg.sweep.dir).name
 
 
-class Progress:
-    """Jobs done out of the sweep's total, shared through ``progress.jsonl`` in the sweep folder.
-
-    The first line records the job count and the start time; each finished job appends one
-    line under an exclusive lock, so concurrent jobs each get their own count.
-    """
-
-    def __init__(self, sweep_dir: str | Path):
-        self.path = Path(sweep_dir) / PROGRESS_FILE
-
-    def start(self, total: int) -> None:
-        """Begin counting a sweep of ``total`` jobs (a re-used folder starts again)."""
-        self.path.write_text(json.dumps({"total": total, "started": time.time()}) + "\n")
-
-    def finish(self, name: str, status: str) -> str:
-        """Record a finished job; returns ``[done/total, about N min left]`` for its line."""
-        try:
-            with open(self.path, "a+") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                handle.write(json.dumps({"name": name, "status": status}) + "\n")
-                handle.flush()
-                handle.seek(0)
-                header, *jobs = [json.loads(line) for line in handle if line.strip()]
-        except (OSError, ValueError):  # no counter (a sweep folder made by another tool)
-            return ""
-        done, total = len(jobs), header["total"]
-        if done >= total:
-            return f"[{done}/{total}]"
-        left = (time.time() - header["started"]) / done * (total - done)
-        return f"[{done}/{total}, about {_duration(left)} left]"
-
-    def jobs(self) -> list[dict[str, str]]:
-        """The finished jobs recorded so far (name and status)."""
-        try:
-            return [json.loads(line) for line in self.path.read_text().splitlines()[1:]]
-        except (OSError, ValueError):
-            return []
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+def started() -> bool:
+    """Whether this process has started a sweep: Hydra composed its config without error."""
+    return _started
 
 
 def job_overrides(config: DictConfig) -> list[list[str]]:
-    """Each job's overrides, in launch order, as Hydra's basic sweeper will split them."""
+    """Each job's overrides, in launch order, as Hydra's basic sweeper will split them: the
+    sweeper's ``params`` from the config, then the command line's."""
+    # The sweeper's own splitting (a private module of hydra-core, pinned to 1.3.2), so the
+    # jobs counted and checked here are exactly the ones it launches.
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    arguments = [str(item) for item in config.hydra.overrides.task]
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += [str(item) for item in config.hydra.overrides.task]
     parsed = OverridesParser.create().parse_overrides(arguments)
-    # The sweeper's own splitting (a private module of hydra-core 1.3, pinned), so the jobs
-    # counted and prepared here are exactly the ones it launches.
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
 def job_settings(config: DictConfig, config_name: str | None, overrides: list[str]) -> Any:
-    """One job's validated settings, as the job will resolve them (raises
-    ``src.schema.ConfigError`` on a bad value)."""
+    """One job's validated settings, resolved as the job will resolve them (raises
+    ``src.schema.ConfigError``, or Hydra's errors for an unknown key or option)."""
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
 
     from src import schema
 
-    # The job's defaults depend on its launcher (train.threads): resolve them as the job will,
-    # against the multirun's Hydra config, then put back what was there (as `--cfg` does).
+    # Defaults that depend on the launcher (train.threads) read the Hydra config: resolve them
+    # against the multirun's, then put back what was there (as Hydra's own `--cfg` does).
     instance = HydraConfig.instance()
     previous = instance.cfg
     instance.set_config(config)
@@ -118,80 +77,33 @@ def job_settings(config: DictConfig, config_name: str | None, overrides: list[st
         OmegaConf.set_readonly(config.hydra, None)
 
 
-def in_process(launcher: Any) -> bool:
-    """Whether the launcher runs the jobs in this process (one after another)."""
-    if launcher.get("_target_") == BASIC_LAUNCHER:
-        return True
-    return launcher.get("n_jobs") is not None and resources.joblib_workers(launcher.n_jobs) == 1
-
-
-def is_joblib(launcher: Any) -> bool:
-    """Whether the launcher is Hydra's joblib launcher (jobs in reusable worker processes)."""
-    return "hydra_joblib_launcher" in str(launcher.get("_target_", ""))
-
-
-def prepare_inputs(settings: Any) -> list[str]:
-    """Build what is not cached yet of one data version's shared inputs; their names."""
-    from src import inputs
-
-    return [name for name, cached in inputs.prepare(settings).items() if not cached]
-
-
-def warm_worker(settings: Any | None, threads: int, log: str) -> list[str]:
-    """In a joblib worker, before the jobs: give TensorFlow the jobs' threads, import what a
-    job imports, and build one data version's shared inputs when ``settings`` is given. Output
-    (TensorFlow's start-up lines) goes to ``log``."""
-    with console.job_output(Path(log)) as terminal:
-        resources.apply_threads(threads)
-        import keras  # noqa: F401 - the import is the point: it takes seconds
-        import mlflow  # noqa: F401
-
-        if settings is None:
-            return []
-        with contextlib.redirect_stderr(terminal.err):  # notices (a classifier being trained)
-            return prepare_inputs(settings)
-
-
-def _prepare_in_workers(
-    launcher: Any, versions: list[Any], threads: int, log: str
-) -> list[list[str]]:
-    """Run :func:`warm_worker` on every worker of the executor the joblib launcher will use.
-
-    joblib keeps a loky executor alive between ``Parallel`` calls made with the same settings,
-    so the same arguments as hydra-joblib-launcher's make the sweep's jobs run in these warm
-    workers instead of starting TensorFlow again (about 4 s each on 2 cores, measured).
-    """
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-    from joblib import Parallel, delayed
-
-    joblib_cfg = OmegaConf.to_container(launcher, resolve=True)
-    joblib_cfg.pop("_target_", None)
-    joblib_cfg["backend"] = "loky"  # as the launcher sets it
-    process_joblib_cfg(joblib_cfg)
-    workers = resources.joblib_workers(launcher.n_jobs)
-    tasks = [*versions, *[None] * max(0, workers - len(versions))]
-    return Parallel(**joblib_cfg)(delayed(warm_worker)(item, threads, log) for item in tasks)
-
-
-def concurrency(launcher: Any) -> str:
-    """How the launcher runs the jobs, in words, for the sweep's first line."""
-    if in_process(launcher):
-        return "one at a time"
-    if launcher.get("n_jobs") is not None:
-        return f"{resources.joblib_workers(launcher.n_jobs)} at a time"
-    return "as the launcher schedules them"
-
-
 class SweepCallback(Callback):
-    """Before the jobs: name the sweep, create the store and experiment once (fresh sqlite
-    stores race on schema creation under parallel jobs), check every job's config and build
-    the shared inputs (data cache, classifier, real-data reference) once. After: one line per
-    run, the comparison report, and a non-zero exit status when any job did not finish."""
+    """Before the jobs: name the sweep, check every job's config, create the store and the
+    experiment once (fresh sqlite stores race on schema creation under parallel jobs) and
+    build the shared inputs (data cache, classifier, real-data reference) once. After: one
+    line per run, the comparison report, and a non-zero exit status when any job did not
+    finish. Hydra turns an exception in a callback into a warning and goes on, so every
+    failure here ends the sweep itself, in one line."""
 
     def __init__(self, report: bool = True) -> None:
         self.report = report
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Everything that must happen once, before any job starts."""
+        global _started
+        from src import schema
+        from src.data import DataError
+
+        _started = True
+
+        try:
+            self._start(config, kwargs.get("config_name"))
+        except (schema.ConfigError, DataError, tracking.TrackingError) as error:
+            sys.exit(f"error: {error}")
+        except Exception as error:  # Hydra would only warn, and the jobs would run regardless
+            sys.exit(f"error: {schema.one_line(error)}")
+
+    def _start(self, config: DictConfig, config_name: str | None) -> None:
         global _active
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -203,84 +115,84 @@ class SweepCallback(Callback):
         self.experiment = config.tracking.experiment
         self.reports_dir = Path(config.paths.reports_dir)
         self.progress = Progress(sweep_dir)
-        jobs = self._check_jobs(config, kwargs.get("config_name"))
-        try:
-            self.experiment_id = tracking.ensure_experiment(
-                self.uri, self.experiment, config.tracking.artifact_location
-            )
-        except tracking.TrackingError as error:
-            sys.exit(f"error: {error}")
-        self._prepare(config, jobs)
-        self.progress.start(len(jobs))
+        self.launcher = config.hydra.launcher
+        jobs = self._check_jobs(config, config_name)
+        self.experiment_id = tracking.ensure_experiment(
+            self.uri, self.experiment, config.tracking.artifact_location
+        )
+        # From here on Ctrl-C or SIGTERM ends the sweep's runs KILLED (src/train.py: cli).
         _active = self
-        # A driver stopped with SIGTERM ends its runs KILLED too, as with Ctrl-C.
-        signal.signal(signal.SIGTERM, console.raise_terminated)
-        threads = sorted({settings.train.threads for settings in jobs})
+        self.previous_sigterm = signals.sigterm_as_interrupt()
+        warm_pids = self._prepare(jobs, sweep_dir)
+        self.progress.start(len(jobs), launchers.workers(self.launcher) or len(jobs), warm_pids)
+        threads = ",".join(map(str, sorted({job.train.threads for job in jobs})))
         print(
-            f"sweep {self.sweep_id}: {len(jobs)} jobs, {concurrency(config.hydra.launcher)}, "
-            f"train.threads={','.join(map(str, threads))} (0: all cores); "
+            f"sweep {self.sweep_id}: {len(jobs)} jobs, {launchers.describe(self.launcher)}, "
+            f"train.threads={threads} (0: all cores); "
             f"full logs in {sweep_dir}/<job>/{JOB_LOG}",
             flush=True,
         )
 
-    def _check_jobs(self, config: DictConfig, config_name: str | None) -> list:
+    def _check_jobs(self, config: DictConfig, config_name: str | None) -> list[Any]:
         """Every job's settings, validated now: a bad value stops the sweep before any work."""
+        from hydra.errors import HydraException
+
         from src import schema
 
-        settings = []
-        for overrides in job_overrides(config):
+        jobs = []
+        every = job_overrides(config)
+        for number, overrides in enumerate(every):
             try:
-                settings.append(job_settings(config, config_name, overrides))
-            except schema.ConfigError as error:
-                sys.exit(f"error: job {' '.join(overrides)}: {error}")
-        threads = {job.train.threads for job in settings}
-        launcher = config.hydra.launcher
-        if (in_process(launcher) or is_joblib(launcher)) and len(threads) > 1:
-            sys.exit(
-                f"error: train.threads={','.join(map(str, sorted(threads)))}: jobs that share "
-                "a process (one after another, or joblib's reused workers) share TensorFlow's "
-                "threads; give them one value, or use a launcher with a process per job"
+                jobs.append(job_settings(config, config_name, overrides))
+            except (schema.ConfigError, HydraException) as error:
+                label = " ".join(_varying(every, overrides)) or str(number)
+                raise schema.ConfigError(f"job {label}: {schema.one_line(error)}") from None
+        threads = sorted({job.train.threads for job in jobs})
+        if launchers.shares_processes(self.launcher) and len(threads) > 1:
+            raise schema.ConfigError(
+                f"this sweep's jobs would use train.threads={','.join(map(str, threads))} (by "
+                "default deterministic runs use 1), but jobs that share a process (one at a "
+                "time, or joblib's reused workers) share TensorFlow's threads: add "
+                "train.threads=1, or sweep deterministic and other runs separately"
             )
-        return settings
+        return jobs
 
-    def _prepare(self, config: DictConfig, jobs: list) -> None:
-        """Data cache, classifier and reference for each data version the jobs use, once:
-        in joblib's worker processes when the jobs will run there (the other workers import
-        TensorFlow meanwhile, so every job starts in a warm worker), else in this process."""
-        from src.data import DataError
+    def _prepare(self, jobs: list[Any], sweep_dir: Path) -> list[int]:
+        """Data cache, classifier and reference for each data version the jobs use, once: in
+        joblib's worker processes when the jobs will run there (the other workers import
+        TensorFlow meanwhile, so every job starts in a warm worker), else in this process.
+        Returns the warmed workers' pids ([] without joblib)."""
+        from src import inputs
 
         versions: dict[Any, Any] = {}
         for settings in jobs:
             key = (settings.data.path, settings.data.method, settings.data.image_size)
             versions.setdefault((key, settings.paths.cache_dir), settings)
         threads = jobs[0].train.threads
-        started = time.perf_counter()
-        try:
-            if is_joblib(config.hydra.launcher) and not in_process(config.hydra.launcher):
-                log = str(Path(config.hydra.sweep.dir) / WORKERS_LOG)
-                built = _prepare_in_workers(
-                    config.hydra.launcher, list(versions.values()), threads, log
-                )
-            else:
-                # Jobs in this process take TensorFlow as its first use sets it up.
-                if in_process(config.hydra.launcher):
-                    resources.apply_threads(threads)
-                built = [prepare_inputs(settings) for settings in versions.values()]
-        except DataError as error:
-            sys.exit(f"error: {error}")
-        built = sorted({name for names in built for name in names})
-        if built:
-            print(
-                f"prepared the shared inputs ({', '.join(built)}) in "
-                f"{time.perf_counter() - started:.0f} s",
-                flush=True,
+        started, pids = time.perf_counter(), set()
+        if launchers.is_joblib(self.launcher) and not launchers.in_process(self.launcher):
+            log = str(sweep_dir / WORKERS_LOG)
+            pids, built = launchers.warm_workers(
+                self.launcher, list(versions.values()), threads, log
             )
+        else:
+            if launchers.in_process(self.launcher):  # the jobs' TensorFlow starts here, now
+                resources.apply_threads(threads)
+            built = [name for s in versions.values() for name in inputs.build_missing(s)]
+        if built:
+            names = ", ".join(sorted(set(built)))
+            print(f"prepared the shared inputs ({names}) in {time.perf_counter() - started:.0f} s")
+        return sorted(pids)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """One line per run, the report, and the exit status."""
         global _active
         from mlflow.tracking import MlflowClient
 
+        from src.report import REPORT_TAG, build_report
+
         _active = None
+        signals.restore(getattr(self, "previous_sigterm", None))
         runs = MlflowClient(self.uri).search_runs(
             [self.experiment_id],
             filter_string=f"tags.sweep_id = '{self.sweep_id}'",
@@ -296,8 +208,6 @@ class SweepCallback(Callback):
             seconds = metrics.get("train_seconds", float("nan"))
             print(f"  {run.info.run_name:<16} {run.info.status:<9} {losses}  {seconds:6.1f}s")
         if self.report and runs:
-            from src.report import build_report
-
             path = build_report(self.uri, self.experiment, self.sweep_id, self.reports_dir)
             print(f"report: {path}")
         if self.uri.startswith(("http://", "https://")):
@@ -305,30 +215,46 @@ class SweepCallback(Callback):
         else:
             print(f"open the results: mlflow ui --backend-store-uri {self.uri}")
         unfinished = [run.info.run_name for run in runs if run.info.status != "FINISHED"]
-        unfinished += [
-            job["name"]
-            for job in self.progress.jobs()
-            if job["status"] not in ("FINISHED", "SKIPPED") and job["name"] not in unfinished
-        ]
+        unfinished += [name for name in self.progress.failed_jobs() if name not in unfinished]
         if unfinished:
             sys.exit(f"error: {len(unfinished)} run(s) did not finish: {', '.join(unfinished)}")
 
 
+def _varying(every: list[list[str]], overrides: list[str]) -> list[str]:
+    """The overrides of one job whose key takes more than one value across the sweep: what
+    tells this job from the others."""
+    values: dict[str, set[str]] = {}
+    for job in every:
+        for item in job:
+            key, _, value = item.partition("=")
+            values.setdefault(key, set()).add(value)
+    return [item for item in overrides if len(values[item.partition("=")[0]]) > 1]
+
+
 def end_interrupted_sweep() -> str | None:
-    """After Ctrl-C or SIGTERM in the driver: mark the sweep's runs still RUNNING as KILLED
-    (workers the launcher killed could not) and say so in one line; None outside a sweep."""
+    """After Ctrl-C or SIGTERM in the driver: end KILLED the runs this sweep's jobs opened and
+    did not finish (workers the launcher killed could not), and say so in one line; None
+    outside a sweep.
+
+    Only for jobs on this machine (one at a time, or joblib's workers, which joblib has killed
+    by now): submitit's and SLURM's jobs outlive their driver and end their runs themselves.
+    """
     if _active is None:
         return None
+    if not launchers.shares_processes(_active.launcher):
+        return (
+            f"sweep {_active.sweep_id} interrupted: its submitted jobs go on and log their runs; "
+            f"`make report SWEEP={_active.sweep_id}` reports them later"
+        )
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(_active.uri)
-    running = client.search_runs(
-        [_active.experiment_id],
-        filter_string=f"tags.sweep_id = '{_active.sweep_id}' and attributes.status = 'RUNNING'",
-    )
-    for run in running:
-        client.set_terminated(run.info.run_id, status="KILLED")
+    killed = []
+    for run_id in _active.progress.open_runs():
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
+            killed.append(run_id)
     return (
-        f"sweep {_active.sweep_id} interrupted: {len(running)} running job(s) ended KILLED; "
+        f"sweep {_active.sweep_id} interrupted: {len(killed)} running job(s) ended KILLED; "
         "the same command with resume=true continues them"
     )

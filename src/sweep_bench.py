@@ -21,15 +21,15 @@ single-threaded process per core at once, summed.
 
 from __future__ import annotations
 
-import multiprocessing
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src import resources, schema
+from src import schema
+from src.matmul import all_cores_gflops
+from src.scratch import scratch_command
 
 UPSAMPLERS = ("nearest", "transpose")
 SEEDS = (0, 1)
@@ -48,18 +48,18 @@ class SweepSize:
     eval_samples: int
 
 
-def sweep_command(tmp: Path, label: str, size: SweepSize, *extra: str) -> list[str]:
-    """The mini-sweep as a user types it, with its store, folders and reports under ``tmp``.
-
-    Evaluation runs at epoch 0 and the last epoch only, as in the issue's trial.
-    """
-    return [sys.executable, "-m", "src.train", "--multirun",
-            f"upsampler={','.join(UPSAMPLERS)}", f"seed={','.join(map(str, SEEDS))}",
-            f"data.limit={size.images}", f"train.epochs={size.epochs}",
-            f"eval.samples={size.eval_samples}", "eval.every_epochs=1000", "train.verbose=0",
-            f"tracking.uri=sqlite:///{tmp / f'{label}.db'}", f"hydra.sweep.dir={tmp / label}",
-            f"paths.checkpoint_dir={tmp / 'ck' / label}", f"paths.reports_dir={tmp / 'reports'}",
-            *extra]  # fmt: skip
+def mini_sweep(size: SweepSize) -> list[str]:
+    """The mini-sweep's overrides: the grid, its size, evaluation at epoch 0 and the last only."""
+    return [
+        "--multirun",
+        f"upsampler={','.join(UPSAMPLERS)}",
+        f"seed={','.join(map(str, SEEDS))}",
+        f"data.limit={size.images}",
+        f"train.epochs={size.epochs}",
+        f"eval.samples={size.eval_samples}",
+        "eval.every_epochs=1000",
+        "train.verbose=0",
+    ]
 
 
 def epoch_intervals(uri: str) -> list[dict[str, Any]]:
@@ -150,41 +150,6 @@ def plain_loop(size: SweepSize) -> list[dict[str, Any]]:
     return intervals
 
 
-def _matmul_worker(size: int, seconds: float, barrier: Any, rates: Any) -> None:
-    """Put the GFLOP/s of this single-threaded process multiplying n x n matrices for
-    ``seconds`` on ``rates``, starting when every worker has passed ``barrier``."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    a, b = tf.random.normal((size, size)), tf.random.normal((size, size))
-    product = tf.function(lambda x, y: tf.matmul(x, y))
-    product(a, b).numpy()
-    barrier.wait()  # all workers multiply at the same time
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        product(a, b).numpy()
-        count += 1
-    rates.put(2 * size**3 * count / (time.perf_counter() - started) / 1e9)
-
-
-def matmul_all_cores_gflops(size: int, seconds: float = 3.0) -> float:
-    """Summed float32 matmul rate of one single-threaded process per usable core, at once."""
-    context = multiprocessing.get_context("spawn")
-    workers = resources.usable_cores()
-    barrier, rates = context.Barrier(workers), context.Queue()
-    processes = [
-        context.Process(target=_matmul_worker, args=(size, seconds, barrier, rates))
-        for _ in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    total = sum(rates.get(timeout=300) for _ in processes)
-    for process in processes:
-        process.join()
-    return total
-
-
 def sweep_comparison(tmp: Path, size: SweepSize, flops: dict[str, float], matmul_one: float,
                      matmul_size: int) -> dict[str, Any]:  # fmt: skip
     """(a), (b) and (c) on one mini-sweep, with their wall times, aggregates and ratios.
@@ -192,13 +157,13 @@ def sweep_comparison(tmp: Path, size: SweepSize, flops: dict[str, float], matmul
     ``flops`` is the harness's training FLOPs per image by upsampler; ``matmul_one`` the matmul
     rate of one process on every thread (GFLOP/s), measured by the caller.
     """
-    matmul_parallel = matmul_all_cores_gflops(matmul_size)
+    matmul_parallel = all_cores_gflops(matmul_size)
     ceiling = max(matmul_one, matmul_parallel)
     ways: dict[str, Any] = {}
     for label, extra in WAYS.items():
         started = time.perf_counter()
-        done = subprocess.run(sweep_command(tmp, label, size, *extra), cwd=schema.project_root(),
-                              capture_output=True, text=True)  # fmt: skip
+        command = scratch_command(tmp, *mini_sweep(size), *extra, label=label)
+        done = subprocess.run(command, cwd=schema.project_root(), capture_output=True, text=True)
         wall = time.perf_counter() - started
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1:] or ["no output"]

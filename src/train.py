@@ -10,13 +10,14 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src import console, inputs, resources, schema, tracking
+from src import console, inputs, resources, schema, signals, tracking
 from src.checkpoint import Checkpoint, State, run_key
 from src.data import DataError
 
@@ -75,14 +76,18 @@ def package_versions() -> dict[str, str]:
 
 
 def train(
-    cfg: DictConfig, sweep_id: str | None = None, progress: TextIO | None = None
+    cfg: DictConfig,
+    sweep_id: str | None = None,
+    progress: TextIO | None = None,
+    on_run_open: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Validate ``cfg``, train one GAN, log it to MLflow and return its final numbers.
 
     Everything that can be checked cheaply (config ranges, output folder, tracking store, data
     file) is checked before TensorFlow is imported or a run is created. With ``resume=true``
     an interrupted run of the same config continues in its MLflow run; a finished one is skipped.
-    ``progress``, when given, gets one line per epoch (a sweep job's terminal).
+    ``progress``, when given, gets one line per epoch (a sweep job's terminal);
+    ``on_run_open`` is called with the MLflow run id once the run is open, new or resumed.
     """
     settings = schema.to_settings(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -152,6 +157,8 @@ def train(
             tags["sweep_id"] = sweep_id
         run = tracking.start_run(uri, experiment_id, name, tags)
         checkpoint.write_state(State(run_id=run.run_id, epoch=0))
+    if on_run_open is not None:
+        on_run_open(run.run_id)
 
     started = time.perf_counter()
     latent_dim = settings.generator.latent_dim
@@ -173,9 +180,9 @@ def train(
     evaluator.set_model(gan)
     callbacks = [logger, stopper, evaluator, EpochCheckpoint(checkpoint, run.run_id)]
     if progress is not None:
-        callbacks.append(EpochLine(progress, name, settings.train.epochs, evaluator))
+        callbacks.append(EpochLine(progress, name, settings.train.epochs, logger, evaluator))
     try:
-        with _sigterm_as_interrupt():
+        with signals.sigterm_raises():
             if state is None:
                 _log_run_start(run, cfg, resolved, generator, discriminator, len(train_images))
                 run.log_metrics(reference.summary, step=0)
@@ -254,28 +261,12 @@ def _summaries(*models: Any) -> str:
 
 
 def _save_models(run: Any, output_dir: Path, *models: Any) -> None:
+    from src.networks import portable
+
     for model, name in zip(models, ("generator", "discriminator"), strict=True):
         path = output_dir / f"{name}.keras"
-        model.save(path)
+        portable(model).save(path)  # loadable by any Keras, without this project's code
         run.log_artifact(path, name)
-
-
-class _sigterm_as_interrupt:
-    """Within the block SIGTERM raises KeyboardInterrupt, so a killed job ends its run KILLED."""
-
-    def __enter__(self) -> None:
-        import signal
-        import threading
-
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, console.raise_terminated)
-
-    def __exit__(self, *exc: Any) -> None:
-        import signal
-
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -289,7 +280,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     sweep_id = job_sweep_id(hydra_cfg)
     if sweep_id is None:
         return _single_run(cfg)
-    return _sweep_job(cfg, sweep_id, Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir))
+    return _sweep_job(cfg, sweep_id, hydra_cfg)
 
 
 def _single_run(cfg: DictConfig) -> dict[str, Any]:
@@ -306,43 +297,40 @@ def _single_run(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def _sweep_job(cfg: DictConfig, sweep_id: str, sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
+def _sweep_job(cfg: DictConfig, sweep_id: str, hydra_cfg: Any) -> dict[str, Any]:
     """A job of a multirun: its output goes to ``job.log`` in its folder; the terminal gets a
     line per epoch and one when it ends. A job that fails is reported and the sweep goes on (its
     MLflow run is FAILED; the sweep's exit status says so at the end)."""
-    from src.sweep import JOB_LOG, Progress
+    from src.progress import Progress
+    from src.sweep import JOB_LOG
 
-    name = run_name(schema.to_settings(cfg))
-    log = job_dir / JOB_LOG
+    progress = Progress(hydra_cfg.sweep.dir)
+    job = int(hydra_cfg.job.num)
+    log = Path(hydra_cfg.runtime.output_dir) / JOB_LOG
     with console.job_output(log) as terminal:
+        name = f"job {job}"
         try:
-            result = train(cfg, sweep_id=sweep_id, progress=terminal.out)
-        except Exception as error:
-            traceback.print_exc()  # into the job's log
-            result = {"name": name, "status": "FAILED", "error": f"{type(error).__name__}: {error}"}
-        counter = Progress(sweep_dir).finish(name, result["status"])
-        if result["status"] == "FINISHED":
-            quality = "".join(
-                f"  {key} {result[key]:+.2f}"
-                if key == "checkerboard"
-                else f"  {key} {result[key]:.1f}"
-                for key in ("fd", "checkerboard")
-                if key in result
+            name = run_name(schema.to_settings(cfg))
+            result = train(
+                cfg,
+                sweep_id=sweep_id,
+                progress=terminal.out,
+                on_run_open=lambda run_id: progress.opened(job, name, run_id),
             )
-            line = f"FINISHED in {result['seconds']:.0f} s{quality}"
-        elif result["status"] == "SKIPPED":
-            line = f"SKIPPED: already finished (run {result['run_id']})"
-        else:
-            line = f"FAILED: {result['error']} (log: {log})"
-        terminal.out.write(f"{name:<14} {line}  {counter}\n")
+        except Exception as error:
+            traceback.print_exc()  # the whole story for the job's log; the terminal gets a line
+            result = {"name": name, "status": "FAILED", "error": schema.one_line(error)}
+        counter = progress.finish(job, name, result["status"])
+        terminal.out.write(console.job_line(result, counter, log))
     return result
 
 
 def cli() -> None:
-    """``main`` with Hydra's composition errors (wrong type, unknown key or option) on one line."""
-    from hydra.errors import ConfigCompositionException, OverrideParseException
+    """``main`` with bad input (a wrong type, an unknown key or option, any error Hydra meets
+    while composing the config) on one line, and interrupts as one line and their exit status."""
+    from hydra.core.hydra_config import HydraConfig
 
-    from src.sweep import end_interrupted_sweep
+    from src import sweep
 
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let them reach us instead of Hydra's multi-line report
     try:
@@ -351,21 +339,20 @@ def cli() -> None:
         # Ctrl-C or SIGTERM: the runs are KILLED (by train, or here for workers the launcher
         # killed first); one line instead of the traceback.
         print(
-            end_interrupted_sweep()
+            sweep.end_interrupted_sweep()
             or "interrupted: the run ended KILLED; the same command with resume=true continues it",
             file=sys.stderr,
         )
-        sys.exit(console.interrupted_status(error))
-    except (ConfigCompositionException, OverrideParseException) as error:
-        lines = []
-        for line in str(error).splitlines():
-            if line.startswith("Config search path"):
-                break  # Hydra's search path: noise for a user who mistyped an override
-            if line.strip():
-                lines.append(line.strip())
-        if error.__cause__ is not None:
-            lines.append(str(error.__cause__).splitlines()[0])
-        sys.exit(f"error: {' '.join(lines)}")
+        sys.exit(signals.exit_status(error))
+    except Exception as error:
+        if HydraConfig.initialized() or sweep.started():
+            raise  # from a job or the sweep: a bug, whose traceback is needed
+        from hydra.errors import HydraException
+
+        # From composing the config, so from the input. Hydra's own errors say which; others
+        # (OmegaConf failing on an override Hydra let through) need the context.
+        context = "" if isinstance(error, HydraException) else "cannot compose the config: "
+        sys.exit(f"error: {context}{schema.one_line(error)}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,3 +102,38 @@ def wait_for_checkpoint(
             raise AssertionError(f"process ended (exit {process.returncode}) before epoch {epoch}")
         time.sleep(0.02)
     raise AssertionError(f"no checkpoint of epoch {epoch} in {folder} after {timeout}s")
+
+
+RELOAD = textwrap.dedent(
+    """
+    import sys
+
+    import keras
+    import numpy as np
+
+    model = keras.models.load_model(sys.argv[1])
+    np.save(sys.argv[3], keras.ops.convert_to_numpy(model(np.load(sys.argv[2]), training=False)))
+    assert not [name for name in sys.modules if name == "src" or name.startswith("src.")]
+    print(",".join(sorted({type(layer).__module__.split(".")[0] for layer in model.layers})))
+    """
+)
+
+
+def reload_in_fresh_process(model_path: Path, inputs, folder: Path) -> tuple:
+    """Load a saved ``.keras`` file in a new Python process that cannot import this project and
+    apply it to ``inputs``; returns (its outputs, the top-level modules its layers come from)."""
+    import numpy as np
+
+    np.save(folder / "inputs.npy", inputs)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(model_path), "inputs.npy", "outputs.npy"],
+        cwd=folder,  # not the checkout: `src` is not on the path by accident
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return np.load(folder / "outputs.npy"), result.stdout.strip().splitlines()[-1]

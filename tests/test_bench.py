@@ -14,8 +14,6 @@ from conftest import ROOT
 from src.bench import linear_fit
 from src.sweep_bench import aggregate, union_seconds
 
-pytestmark = pytest.mark.slow
-
 
 def run_bench(out: Path, *args: str, timeout: int) -> subprocess.CompletedProcess:
     """``python -m src.bench --out <out> args...`` in the project root, output captured."""
@@ -28,6 +26,7 @@ def _outputs_but_caches() -> set:
     return {p for p in outputs.rglob("*") if not p.is_relative_to(outputs / "cache")}
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_writes_every_figure(tmp_path):
     args = ["--mode", "tiny", "nearest", "--variant", "train.jit_compile=true"]
     result = run_bench(tmp_path, *args, timeout=600)
@@ -64,15 +63,17 @@ def _check_sweep_figure(sweep: dict) -> None:
     assert sweep["matmul_gflops_ceiling"] == max(
         sweep["matmul_gflops_one_process"], sweep["matmul_gflops_one_per_core"]
     )
-    for way in ("default", "one_at_a_time", "plain_loop"):
+    for way in ("default", "one_at_a_time"):
         row = sweep[way]
         # Every run trained 8 batches of 128: read back from each epoch's MLflow metrics.
         assert row["images"] == pytest.approx(4 * 1024), way
         assert row["transpose"]["images"] == pytest.approx(2 * 1024), way
-        assert 0 < row["training_seconds"] <= row["wall_seconds"], way
-        assert 0 < row["transpose"]["training_seconds"] <= row["training_seconds"], way
+        assert 0 < row["training_seconds"] < row["wall_seconds"], way  # start-up, evaluation
+        assert 0 < row["transpose"]["training_seconds"] < row["training_seconds"], way
+    assert sweep["plain_loop"]["images_per_second"] > 0
 
 
+@pytest.mark.slow
 def test_tiny_scaling_writes_run_time_lines(tmp_path):
     before = _outputs_but_caches()
     result = run_bench(tmp_path, "--mode", "tiny", "--scaling", timeout=900)
@@ -92,6 +93,7 @@ def test_tiny_scaling_writes_run_time_lines(tmp_path):
     assert _outputs_but_caches() == before
 
 
+@pytest.mark.slow  # each starts the benchmark's process (TensorFlow's import)
 @pytest.mark.parametrize(
     ("args", "message"),
     [

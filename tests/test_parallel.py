@@ -22,10 +22,12 @@ import pytest
 import yaml
 from conftest import CONF, ROOT, cli_env, run_cli
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
-from src import resources
+from src import console, launchers, resources
 from src.data import locate_source, read_raw
+from src.progress import Progress, time_left
+from src.sweep import job_overrides
 
 EXPERIMENT = "upsamplers"
 CLASSIFIER_NOTICE = "notice: training the digit classifier"
@@ -44,7 +46,7 @@ TF_ERROR_LINE = re.compile(r"^E\d{4} ")  # absl's error lines, e.g. "E0000 ... r
     ("launcher", "multirun", "deterministic", "cores", "threads"),
     [
         (None, False, False, 2, 0),  # a single run: TensorFlow's own choice, every core
-        ({"_target_": "BasicLauncher"}, True, False, 2, 0),  # one at a time in one process
+        ({"_target_": launchers.BASIC_LAUNCHER}, True, False, 2, 0),  # one at a time: all
         ({"n_jobs": 2}, True, False, 2, 1),  # the 2-core default: two jobs on one thread each
         ({"n_jobs": 2}, True, False, 8, 4),  # fewer workers than cores share them out
         ({"n_jobs": 1}, True, False, 4, 4),
@@ -62,11 +64,11 @@ def test_threads_per_job_follow_the_launcher(launcher, multirun, deterministic, 
 
 
 @pytest.mark.parametrize(
-    ("cores", "memory_gb", "workers"),
+    ("cores", "memory", "workers"),
     [(2, 24.0, 2), (1, 24.0, 1), (64, 24.0, 12), (8, 1.0, 1), (4, float("inf"), 4)],
 )
-def test_workers_are_one_per_core_as_memory_allows(cores, memory_gb, workers):
-    assert resources.sweep_workers(cores, memory_gb) == workers
+def test_workers_are_one_per_core_as_memory_allows(cores, memory, workers):
+    assert resources.sweep_workers(cores, memory) == workers
 
 
 def test_usable_cores_follow_the_cpu_affinity():
@@ -80,17 +82,48 @@ def test_usable_cores_follow_the_cpu_affinity():
     assert resources.usable_cores() == len(os.sched_getaffinity(0))
 
 
-def test_default_launcher_is_parallel_and_presets_set_threads():
-    """Every --multirun uses the joblib preset; submitit's and SLURM's jobs get as many threads
-    as their cpus_per_task."""
+@pytest.mark.parametrize(
+    ("launcher", "extra", "expected"),
+    [
+        ("local_parallel", [], "cores // sweep_workers"),
+        ("local_parallel", ["train.deterministic=true"], 1),
+        ("basic", [], 0),
+        ("local_submitit", [], "cpus_per_task"),
+        ("slurm", [], "cpus_per_task"),
+        ("slurm", ["hydra.launcher.cpus_per_task=8"], 8),
+    ],
+)
+def test_a_multirun_job_resolves_train_threads_from_its_launcher(launcher, extra, expected):
+    """Compose a multirun job's config as Hydra does (with its Hydra node) and resolve
+    train.threads through the YAML's ${job_threads:...} against the launcher's settings."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        overrides = [f"hydra/launcher={launcher}", "paths.output_dir=.", *extra]
+        cfg = compose("config", overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN  # as Hydra sets it for --multirun
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        threads = cfg.train.threads
+    finally:
+        HydraConfig.instance().cfg = previous
+    if expected == "cores // sweep_workers":
+        expected = resources.usable_cores() // resources.sweep_workers()
+    elif expected == "cpus_per_task":
+        preset = CONF / "hydra" / "launcher" / f"{launcher}.yaml"
+        expected = yaml.safe_load(preset.read_text())["cpus_per_task"]
+    assert threads == expected
+
+
+def test_every_multirun_defaults_to_the_parallel_preset():
     config = yaml.safe_load((CONF / "config.yaml").read_text())
     assert {"override hydra/launcher": "local_parallel"} in config["defaults"]
     parallel = yaml.safe_load((CONF / "hydra" / "launcher" / "local_parallel.yaml").read_text())
     assert parallel["n_jobs"] == "${sweep_workers:}" and parallel["prefer"] == "processes"
-    for preset in ("slurm", "local_submitit"):
-        launcher = yaml.safe_load((CONF / "hydra" / "launcher" / f"{preset}.yaml").read_text())
-        threads = resources.threads_for_launcher(OmegaConf.create(launcher), multirun=True)
-        assert threads == launcher["cpus_per_task"] >= 1, preset
 
 
 def test_train_threads_is_zero_for_a_single_run(make_cfg):
@@ -190,6 +223,11 @@ def test_shared_inputs_are_built_once_before_the_jobs(default_sweep):
         assert CLASSIFIER_NOTICE not in log.read_text()
     assert len(list((tmp / "cache").glob("classifier-*.keras"))) == 1
     assert len(list((tmp / "cache").glob("real-reference-*.npz"))) == 1
+    # The jobs ran in the workers that built the inputs and imported TensorFlow beforehand.
+    header, *events = Progress(tmp / "sweep").records()
+    job_pids = {event["pid"] for event in events if event["event"] == "opened"}
+    assert len(header["warm_pids"]) == resources.sweep_workers()
+    assert job_pids and job_pids <= set(header["warm_pids"])
 
 
 @pytest.mark.slow
@@ -296,3 +334,63 @@ def test_interrupted_sweep_stops_every_worker_and_kills_every_run(tmp_path, smal
 
 def _epoch_names(out: Path) -> set[str]:
     return {m["name"] for m in map(EPOCH_LINE.match, out.read_text().splitlines()) if m}
+
+
+# --- the sweep's own checks and lines ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train.epochs=2,-1"], "error: job train.epochs=-1: train.epochs=-1 must be >= 1"),
+        (["hydra.sweeper.params={train.epochs:'3,-1'}"], "error: cannot compose the config: "),
+        (["upsampler=nearest,bogus"], "error: job upsampler=bogus: "),
+        (
+            ["hydra/launcher=basic", "train.deterministic=false,true"],
+            "train.threads=0,1 (by default deterministic runs use 1)",
+        ),
+    ],
+)
+def test_a_bad_job_stops_the_sweep_in_one_line_before_any_work(tmp_path, args, message):
+    result = run_cli("--multirun", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                     f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}")  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # nothing recorded
+
+
+def test_jobs_come_from_the_sweepers_params_and_the_command_line():
+    config = OmegaConf.create(
+        {"hydra": {"sweeper": {"params": {"train.epochs": "3,-1"}},
+                   "overrides": {"task": ["seed=0,1", "data.limit=500"]}}}
+    )  # fmt: skip
+    jobs = sorted(sorted(job) for job in job_overrides(config))
+    assert jobs == sorted(
+        sorted([f"train.epochs={epochs}", f"seed={seed}", "data.limit=500"])
+        for epochs in ("3", "-1") for seed in (0, 1)
+    )  # fmt: skip
+
+
+def test_time_left_counts_running_jobs_and_workers():
+    now = time.time()
+    header = {"total": 6, "workers": 2, "started": now - 100}
+    events = [
+        {"event": "opened", "job": 0, "time": now - 100},
+        {"event": "opened", "job": 1, "time": now - 100},
+        {"event": "finished", "job": 0, "time": now - 40},  # took 60 s
+        {"event": "opened", "job": 2, "time": now - 40},
+        {"event": "finished", "job": 1, "time": now - 20},  # took 80 s: mean 70 s
+        {"event": "opened", "job": 3, "time": now - 20},
+    ]
+    # Running: job 2 (40 s old) needs 30 s more, job 3 (20 s old) 50 s; queued: 2 jobs of 70 s.
+    assert time_left(header, events) == pytest.approx((30 + 50 + 2 * 70) / 2, abs=0.5)
+    # Before any job has both opened and finished: elapsed time per finished job.
+    assert time_left(header, []) == pytest.approx(100 * 6, abs=0.5)
+
+
+def test_a_failed_job_line_is_one_short_line():
+    result = {"name": "nearest-s0", "status": "FAILED", "error": "Boom: " + "x" * 5000 + "\nmore"}
+    line = console.job_line(result, "[1/2, about 5 s left]", Path("/tmp/job.log"))
+    assert line.count("\n") == 1 and len(line) < 400 and "(log: /tmp/job.log)" in line

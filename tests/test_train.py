@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import reload_in_fresh_process
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -125,3 +126,11 @@ def test_models_summary_and_config_are_artifacts(trained):
     assert images.min() >= -1 and images.max() <= 1
     disc = client.download_artifacts(run.info.run_id, "discriminator/discriminator.keras", str(tmp))
     assert keras.models.load_model(disc).predict(images, verbose=0).shape == (16, 1)
+    # Both load, and compute the same, in a process that cannot import this project.
+    for saved, inputs in ((path, np.zeros((4, 100), np.float32)), (disc, images[:4])):
+        folder = Path(tmp) / Path(saved).stem
+        folder.mkdir()
+        outputs, modules = reload_in_fresh_process(Path(saved), inputs, folder)
+        model = keras.models.load_model(saved)
+        np.testing.assert_allclose(outputs, model(inputs, training=False), rtol=1e-6)
+        assert modules == "keras"

@@ -5,15 +5,11 @@ a saved generator in a fresh process without custom objects.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import reload_in_fresh_process
 
 from src.data import load_mnist
 from src.gan import GAN
@@ -146,21 +142,6 @@ def test_subpixel_block_wiring_is_depth_to_space_of_its_conv(make_cfg):
     np.testing.assert_array_equal(image, tf.nn.depth_to_space(conv, 2).numpy())
 
 
-RELOAD = textwrap.dedent(
-    """
-    import sys
-
-    import keras
-    import numpy as np
-
-    model = keras.models.load_model(sys.argv[1])
-    np.save(sys.argv[3], keras.ops.convert_to_numpy(model(np.load(sys.argv[2]), training=False)))
-    assert not [name for name in sys.modules if name == "src" or name.startswith("src.")]
-    print(",".join(sorted({type(layer).__module__.split(".")[0] for layer in model.layers})))
-    """
-)
-
-
 def test_subpixel_generator_reloads_in_a_fresh_process_without_custom_objects(make_cfg, tmp_path):
     settings = to_settings(make_cfg("upsampler=subpixel"))
     keras.utils.set_random_seed(0)
@@ -168,18 +149,6 @@ def test_subpixel_generator_reloads_in_a_fresh_process_without_custom_objects(ma
     latents = np.random.default_rng(2).standard_normal((8, LATENT)).astype(np.float32)
     expected = keras.ops.convert_to_numpy(generator(latents, training=False))
     generator.save(tmp_path / "generator.keras")
-    np.save(tmp_path / "z.npy", latents)
-
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        [sys.executable, "-c", RELOAD, "generator.keras", "z.npy", "out.npy"],
-        cwd=tmp_path,  # not the checkout: `src` is not on the path by accident
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "keras"
-    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+    outputs, modules = reload_in_fresh_process(tmp_path / "generator.keras", latents, tmp_path)
+    assert modules == "keras"
+    np.testing.assert_array_equal(outputs, expected)
