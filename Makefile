@@ -73,7 +73,8 @@ test: lint  ## lint, then the test suite
 test-fast: lint  ## lint, then the tests not marked slow (no real training runs; under a minute)
 	$(PY) -m pytest -m "not slow"
 
-ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 for this project's runs
+ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 for this project's runs (SWEEP=<id>: its runs)
+	@MLFLOW_TRACKING_URI= $(PY) -m src.links $(SWEEP)
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 server: $(STAMP)  ## a shared tracking server (UI, REST API, proxied artifacts) on http://$(SERVER_HOST):$(PORT)

@@ -10,6 +10,7 @@ import numpy as np
 
 from src.checkpoint import Checkpoint, State, all_finite
 from src.images import sample_grid
+from src.names import sectioned
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -20,19 +21,22 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     a placeholder, and it has no notion of sample grids.
     """
 
-    def __init__(self, run: Any, latents: np.ndarray, images_per_epoch: int, zoom: int):
+    def __init__(self, run: Any, latents: np.ndarray, images_per_epoch: int, zoom: int,
+                 columns: int = 0):  # fmt: skip
         super().__init__()
         self.run = run
         self.latents = latents
         self.images_per_epoch = images_per_epoch
         self.zoom = zoom
+        self.columns = columns or None
         self.started = 0.0
         self.last_seconds = 0.0  # the last epoch's training time, for EpochLine
 
     def log_samples(self, step: int) -> None:
         """Draw the fixed latent batch through the generator and log the grid at ``step``."""
         images = self.model.generator.predict_on_batch(self.latents)
-        self.run.log_image(sample_grid(np.asarray(images), self.zoom), key="samples", step=step)
+        grid = sample_grid(np.asarray(images), self.zoom, self.columns)
+        self.run.log_image(grid, key="samples", step=step)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.started = time.perf_counter()
@@ -42,7 +46,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         metrics = {key: float(value) for key, value in (logs or {}).items()}
         metrics["epoch_seconds"] = seconds
         metrics["images_per_second"] = self.images_per_epoch / seconds
-        self.run.log_metrics(metrics, step=epoch + 1)
+        self.run.log_metrics(sectioned(metrics), step=epoch + 1)
         self.log_samples(step=epoch + 1)
 
 
@@ -108,7 +112,7 @@ class QualityEvaluator(keras.callbacks.Callback):
         if not np.isfinite(images).all():
             return {}  # a diverged generator: the divergence stop reports it
         metrics = evaluate(images, self.classifier, self.reference)
-        self.run.log_metrics(metrics, step=step)
+        self.run.log_metrics(sectioned(metrics), step=step)
         self.latest = {"step": step, **metrics}
         return metrics
 

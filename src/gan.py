@@ -38,7 +38,7 @@ class GAN(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {
             name: keras.metrics.Mean(name=name)
-            for name in ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy")
+            for name in ("d_loss", "g_loss", "real_accuracy", "fake_accuracy")
         }
         self.built = True  # both networks are built functional models; lets save/load_weights run
 
@@ -102,8 +102,8 @@ class GAN(keras.Model):
 
         self.trackers["d_loss"].update_state(d_loss)
         self.trackers["g_loss"].update_state(g_loss)
-        self.trackers["d_real_accuracy"].update_state(_share(real_logits > 0))
-        self.trackers["d_fake_accuracy"].update_state(_share(fake_logits < 0))
+        self.trackers["real_accuracy"].update_state(_share(real_logits > 0))
+        self.trackers["fake_accuracy"].update_state(_share(fake_logits < 0))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
 

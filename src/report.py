@@ -17,13 +17,16 @@ import json
 import math
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from src import tracking
+from src.names import metric
 from src.schema import project_root
 
 REPORT_TAG = "report"  # set on report runs, which share the sweep_id tag with training runs
@@ -125,8 +128,17 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None) -> tuple[str, Any
 
 
 def _column(runs: Any, key: str) -> Any:
-    column = f"metrics.{key}"
+    """A metric's final values, NaN where a run lacks it."""
+    column = f"metrics.{metric(key)}"
     return runs[column] if column in runs else np.full(len(runs), np.nan)
+
+
+def _tag_number(runs: Any, key: str) -> Any:
+    """A numeric tag's values, NaN where a run lacks it."""
+    column = f"tags.{key}"
+    if column not in runs:
+        return np.full(len(runs), np.nan)
+    return np.asarray([float(v) if isinstance(v, str) else np.nan for v in runs[column]])
 
 
 def summarize(runs: Any) -> list[dict[str, Any]]:
@@ -139,8 +151,8 @@ def summarize(runs: Any) -> list[dict[str, Any]]:
                 "upsampler": upsampler,
                 "finished": len(finished),
                 "failed": int((group["status"] != "FINISHED").sum()),
-                "generator_params": _first(_column(group, "generator_params")),
-                "generator_flops": _first(_column(group, "generator_flops")),
+                "generator_params": _first(_tag_number(group, "generator_params")),
+                "generator_flops": _first(_tag_number(group, "generator_flops")),
                 **{key: t_interval(_column(finished, key)) for key, *_ in TABLE_METRICS},
             }
         )
@@ -186,7 +198,7 @@ def _history(client: Any, runs: Any, key: str) -> dict[str, list[np.ndarray]]:
     """Per upsampler, each finished run's metric history as (steps, values) arrays."""
     curves: dict[str, list[np.ndarray]] = {}
     for _, run in runs[runs["status"] == "FINISHED"].iterrows():
-        history = client.get_metric_history(run["run_id"], key)
+        history = client.get_metric_history(run["run_id"], metric(key))
         if history:
             points = np.asarray(sorted((m.step, m.value) for m in history), dtype=np.float64)
             curves.setdefault(run["tags.upsampler"], []).append(points)
@@ -207,7 +219,7 @@ def _plot_over_epochs(client: Any, runs: Any, keys: list[str], path: Path) -> No
                 axis.fill_between(
                     steps, values.min(axis=0), values.max(axis=0), color=f"C{colour}", alpha=0.2
                 )
-        axis.set_title(f"{key}: mean, band = min..max over seeds")
+        axis.set_title(f"{metric(key)}: mean, band = min..max over seeds")
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend()
@@ -240,8 +252,9 @@ def _plot_samples(client: Any, runs: Any, path: Path, scratch: Path) -> int | No
         return None
     seed = common[0]
     chosen = finished[finished["tags.seed"] == seed]
-    fig, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 4.4), squeeze=False)
-    for axis, (_, run) in zip(axes[0], chosen.iterrows(), strict=True):
+    # One row per run: the grids are wide (tracking.sample_columns).
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(8, 2.6 * len(chosen)), squeeze=False)
+    for axis, (_, run) in zip(axes[:, 0], chosen.iterrows(), strict=True):
         image = _final_image(client, run["run_id"], "samples", scratch / run["run_id"])
         if image is not None:
             axis.imshow(np.asarray(Image.open(image)), cmap="gray")
@@ -284,8 +297,10 @@ def _plot_spectra(client: Any, runs: Any, path: Path, scratch: Path) -> bool:
     return True
 
 
-def render_markdown(sweep_id: str, runs: Any, rows: list, pairs: list, figures: dict) -> str:
-    """The report's Markdown: table, pairwise sentences, failed runs, figures."""
+def render_markdown(sweep_id: str, runs: Any, rows: list, pairs: list, figures: dict,
+                    image_url: Callable[[str], str] = str) -> str:  # fmt: skip
+    """The report's Markdown: table, pairwise sentences, failed runs, figures (each linked as
+    ``image_url(file name)``)."""
     seeds = sorted({int(s) for s in runs["tags.seed"]})
     lines = [
         f"# Upsampler comparison: sweep `{sweep_id}`",
@@ -331,7 +346,7 @@ def render_markdown(sweep_id: str, runs: Any, rows: list, pairs: list, figures: 
         lines.append(f"- `{name}` missing: no MLflow run (the job failed before training)")
     lines += ["", "## Figures", ""]
     for title, name in figures.items():
-        lines += [f"### {title}", "", f"![{title}]({name})", ""]
+        lines += [f"### {title}", "", f"![{title}]({image_url(name)})", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -364,13 +379,14 @@ def build_report(uri: str, experiment: str, sweep_id: str | None, out_root: Path
             figures[f"Final samples, same latents, seed {seed}"] = "samples.png"
         _plot_over_epochs(client, runs, ["d_loss", "g_loss"], folder / "losses.png")
         figures["Losses over epochs"] = "losses.png"
-        if "metrics.fd" in runs:
+        if f"metrics.{metric('fd')}" in runs:
             _plot_over_epochs(client, runs, ["fd", "checkerboard"], folder / "quality.png")
             figures["FD and checkerboard over epochs"] = "quality.png"
         if _plot_spectra(client, runs, folder / "spectrum.png", Path(scratch)):
             figures["Power spectra"] = "spectrum.png"
     rows = summarize(runs)
-    markdown = render_markdown(sweep_id, runs, rows, compare_pairs(runs), figures)
+    pairs = compare_pairs(runs)
+    markdown = render_markdown(sweep_id, runs, rows, pairs, figures)
     (folder / "report.md").write_text(markdown)
     (folder / "table.json").write_text(json.dumps(_table_json(rows), indent=2))
     experiment_id = runs["experiment_id"].iloc[0]
@@ -378,8 +394,24 @@ def build_report(uri: str, experiment: str, sweep_id: str | None, out_root: Path
         uri, experiment_id, f"report-{sweep_id}", {"sweep_id": sweep_id, REPORT_TAG: "true"}
     )
     run.log_artifact(folder)
+    served = render_markdown(sweep_id, runs, rows, pairs, figures, _artifact_url(run.run_id))
+    run.describe(_fit_tag(served, "the whole report is the artifact report.md"))
     run.end("FINISHED")
     return folder / "report.md"
+
+
+def _artifact_url(run_id: str) -> Callable[[str], str]:
+    """Links to the run's artifacts relative to mlflow ui's page, which serves them at
+    ``get-artifact`` (so a description's images show in the UI)."""
+    return lambda name: f"get-artifact?path={quote(name)}&run_uuid={run_id}"
+
+
+def _fit_tag(markdown: str, note: str) -> str:
+    """``markdown`` cut to MLflow's longest tag value, ending with ``note`` when cut."""
+    if len(markdown) <= tracking.MAX_TAG_LENGTH:
+        return markdown
+    tail = f"\n\n... ({note})\n"
+    return markdown[: tracking.MAX_TAG_LENGTH - len(tail)] + tail
 
 
 def _table_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

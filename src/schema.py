@@ -155,13 +155,15 @@ class TrackingConfig:
     experiment: str = "upsamplers"
     artifact_location: str | None = None
     sample_seed: int = 1234
-    sample_count: int = 64
+    sample_count: int = 48
+    sample_columns: int = 12
     sample_zoom: int = 4
 
     def __post_init__(self) -> None:
         _require(bool(self.experiment.strip()), "tracking.experiment must not be empty")
         _require(self.sample_count >= 1, "tracking.sample_count must be >= 1")
         _require(self.sample_zoom >= 1, "tracking.sample_zoom must be >= 1")
+        _require(self.sample_columns >= 0, "tracking.sample_columns must be >= 0 (0: square)")
 
 
 @dataclass

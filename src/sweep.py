@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src import launchers, resources, signals, tracking
+from src.names import metric
 from src.progress import Progress
 
 SWEEP_ID_FILE = "sweep_id.txt"
@@ -203,17 +204,22 @@ class SweepCallback(Callback):
         for run in runs:
             metrics = run.data.metrics
             losses = "  ".join(
-                f"{key}={metrics[key]:.3f}" for key in ("d_loss", "g_loss") if key in metrics
+                f"{key}={metrics[metric(key)]:.3f}"
+                for key in ("d_loss", "g_loss")
+                if metric(key) in metrics
             )
-            seconds = metrics.get("train_seconds", float("nan"))
+            seconds = metrics.get(metric("train_seconds"), float("nan"))
             print(f"  {run.info.run_name:<16} {run.info.status:<9} {losses}  {seconds:6.1f}s")
         if self.report and runs:
             path = build_report(self.uri, self.experiment, self.sweep_id, self.reports_dir)
             print(f"report: {path}")
-        if self.uri.startswith(("http://", "https://")):
-            print(f"open the results: {self.uri}")
-        else:
+        link = tracking.experiment_link(self.uri, self.experiment_id, self.sweep_id)
+        if link is None:
             print(f"open the results: mlflow ui --backend-store-uri {self.uri}")
+        elif self.uri.startswith(tracking.SQLITE_PREFIX):
+            print(f"open the results: {link} (serve it: mlflow ui --backend-store-uri {self.uri})")
+        else:
+            print(f"open the results: {link}")
         unfinished = [run.info.run_name for run in runs if run.info.status != "FINISHED"]
         unfinished += [name for name in self.progress.failed_jobs() if name not in unfinished]
         if unfinished:

@@ -66,6 +66,8 @@ def epoch_intervals(uri: str) -> list[dict[str, Any]]:
     """Every training epoch of every run in the store: upsampler, start, end (s), images."""
     from mlflow.tracking import MlflowClient
 
+    from src.names import metric
+
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("upsamplers")
     intervals = []
@@ -73,15 +75,15 @@ def epoch_intervals(uri: str) -> list[dict[str, Any]]:
         if "report" in run.data.tags:
             continue
         history = client.get_metric_history
-        rates = {m.step: m.value for m in history(run.info.run_id, "images_per_second")}
-        for metric in history(run.info.run_id, "epoch_seconds"):
-            end = metric.timestamp / 1000
+        rates = {m.step: m.value for m in history(run.info.run_id, metric("images_per_second"))}
+        for epoch in history(run.info.run_id, metric("epoch_seconds")):
+            end = epoch.timestamp / 1000
             intervals.append(
                 {
                     "upsampler": run.data.tags["upsampler"],
-                    "start": end - metric.value,
+                    "start": end - epoch.value,
                     "end": end,
-                    "images": rates[metric.step] * metric.value,
+                    "images": rates[epoch.step] * epoch.value,
                 }
             )
     return intervals

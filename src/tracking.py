@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 SQLITE_PREFIX = "sqlite:///"
 REACH_TIMEOUT_SECONDS = 5.0
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` (and a bare `mlflow ui`) serve sqlite
+DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in mlflow ui (markdown)
+DIGEST_LIMIT = 36  # MLflow's longest dataset digest (mlflow.utils.validation)
+MAX_TAG_LENGTH = 8000  # MLflow's longest tag value (mlflow.utils.validation), descriptions too
 
 
 class TrackingError(RuntimeError):
@@ -81,6 +87,51 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> str
         )
     except MlflowException:  # another job created it in between
         return client.get_experiment_by_name(name).experiment_id
+
+
+def ui_address(uri: str) -> str | None:
+    """Where the UI of the store ``uri`` is served: the server itself, or `make ui`'s address
+    for a sqlite store; None when this harness cannot know (another scheme)."""
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        return uri.rstrip("/")
+    return UI_ADDRESS if uri.startswith(SQLITE_PREFIX) else None
+
+
+def experiment_link(uri: str, experiment_id: str, sweep_id: str | None = None) -> str | None:
+    """The experiment's runs in mlflow ui's training view, only ``sweep_id``'s when given.
+
+    MLflow 3 opens an experiment in its GenAI view unless the link asks for the training one.
+    """
+    address = ui_address(uri)
+    if address is None:
+        return None
+    link = f"{address}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if sweep_id:
+        link += "&searchFilter=" + quote(f"tags.sweep_id = '{sweep_id}'", safe="")
+    return link
+
+
+def run_link(uri: str, experiment_id: str, run_id: str) -> str | None:
+    """A run's charts (losses, quality, sample grid) in mlflow ui."""
+    address = ui_address(uri)
+    if address is None:
+        return None
+    return f"{address}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics"
+
+
+@contextmanager
+def fluent_uri(uri: str) -> Iterator[None]:
+    """MLflow's module-level tracking URI set to ``uri`` for a call that reads it (model
+    logging has no client form), and the previous one back afterwards."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -152,6 +203,56 @@ class Run:
     def set_tag(self, key: str, value: str) -> None:
         """Set one tag."""
         self.client.set_tag(self.run_id, key, value)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set several tags in one request."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(key, str(value)) for key, value in tags.items()]
+        for start in range(0, len(items), 100):  # as params: at most 100 per batch
+            self.client.log_batch(self.run_id, tags=items[start : start + 100])
+
+    def describe(self, markdown: str) -> None:
+        """The run's description, as mlflow ui shows it on the run page."""
+        self.set_tag(DESCRIPTION_TAG, markdown)
+
+    def log_dataset(self, features: Any, name: str, digest: str, source: Path) -> None:
+        """``features`` as the run's training dataset (the runs table's Dataset column)."""
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        with warnings.catch_warnings():  # MLflow registers file: sources twice and says so
+            warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
+            dataset = mlflow.data.from_numpy(
+                features, source=Path(source).resolve().as_uri(), name=name,
+                digest=digest[:DIGEST_LIMIT],
+            )  # fmt: skip
+        context = InputTag("mlflow.data.context", "training")
+        self.client.log_inputs(
+            self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])]
+        )
+
+    def log_keras_model(self, model: Any, name: str, example: Any, step: int,
+                        params: Mapping[str, Any], requirements: list[str]) -> str:  # fmt: skip
+        """``model`` as an MLflow logged model of this run (the Models column; loadable with
+        ``mlflow.keras.load_model("models:/<id>")``); returns its id."""
+        import mlflow.keras
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.models import infer_signature
+
+        run = self.client.get_run(self.run_id)
+        logged = self.client.create_logged_model(
+            run.info.experiment_id, name=name, source_run_id=self.run_id,
+            params={key: str(value) for key, value in params.items()}, model_type=name,
+        )  # fmt: skip
+        self.client.log_outputs(self.run_id, models=[LoggedModelOutput(logged.model_id, step)])
+        signature = infer_signature(example, model.predict_on_batch(example))
+        with fluent_uri(self.client.tracking_uri):
+            mlflow.keras.log_model(
+                model, model_id=logged.model_id, signature=signature,
+                pip_requirements=requirements,  # pinned here: inferring them loads the model again
+            )  # fmt: skip
+        return logged.model_id
 
     def end(self, status: str) -> None:
         """Close the run as FINISHED, FAILED or KILLED."""

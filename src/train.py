@@ -17,9 +17,10 @@ from typing import Any, TextIO
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src import console, inputs, resources, schema, signals, tracking
+from src import console, inputs, names, resources, schema, signals, tracking
 from src.checkpoint import Checkpoint, State, run_key
 from src.data import DataError
+from src.descriptions import dataset_name, run_description
 
 schema.register()
 
@@ -28,6 +29,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 # Errors that mean "fix the input": reported as one line, never as a traceback.
 USER_ERRORS = (schema.ConfigError, DataError, tracking.TrackingError, resources.ThreadsError)
 VERSIONED_PACKAGES = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy")
+# Config keys always logged as MLflow params, with ``upsampler`` (its name) and every key the
+# command line sets: mlflow ui prints all of a run's params above its sample grid, so they are
+# few (README, "Reading the results in mlflow ui"). The run's config.yaml holds the whole config.
+LOGGED_PARAMS = ("seed", "train.threads")
+# Keys that say where to read or record, not what is trained: never params, even when set.
+NOT_PARAMS = ("paths", "tracking", "data.path", "resume", "train.verbose")
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,19 +67,23 @@ def check_writable(folder: Path) -> None:
         ) from None
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of the packages a result depends on, for the run's tags."""
+def installed(name: str) -> tuple[str, str] | None:
+    """The distribution installed for ``name`` (``tensorflow`` may be ``tensorflow-cpu``) and
+    its version; None when neither is installed."""
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {}
-    for name in VERSIONED_PACKAGES:
-        for dist in (name, f"{name}-cpu"):
-            try:
-                versions[f"version.{name}"] = version(dist)
-                break
-            except PackageNotFoundError:
-                continue
-    return versions
+    for dist in (name, f"{name}-cpu"):
+        try:
+            return dist, version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result depends on, for the run's tags."""
+    found = {name: installed(name) for name in VERSIONED_PACKAGES}
+    return {f"version.{name}": dist[1] for name, dist in found.items() if dist}
 
 
 def train(
@@ -141,17 +152,10 @@ def train(
         print(f"{name}: resuming run {state.run_id} after epoch {first_epoch}")
     else:
         checkpoint.clear()
-        commit, dirty = tracking.git_state(settings.paths.root)
         tags = {
-            "upsampler": settings.upsampler.name,
-            "seed": settings.seed,
-            "git_commit": commit,
-            "git_dirty": dirty,
-            "data_sha256": data.source_sha256,
-            "checkpoint": str(checkpoint.folder),
-            "classifier_key": classifier.key,
-            "classifier_accuracy": f"{classifier.accuracy:.4f}",
-            **package_versions(),
+            **_identity_tags(settings, data, classifier, checkpoint.folder),
+            **names.real_tags(reference.summary),
+            **_size_tags(generator, discriminator, len(train_images)),
         }
         if sweep_id:
             tags["sweep_id"] = sweep_id
@@ -160,6 +164,11 @@ def train(
     if on_run_open is not None:
         on_run_open(run.run_id)
 
+    dataset = dataset_name(settings, len(train_images), len(data.x_train))
+
+    def describe(final: dict[str, Any] | None = None) -> str:
+        return run_description(settings, name, sweep_id, dataset, len(train_images), final)
+
     started = time.perf_counter()
     latent_dim = settings.generator.latent_dim
     logger = MlflowEpochLogger(
@@ -167,6 +176,7 @@ def train(
         latents(settings.tracking.sample_seed, settings.tracking.sample_count, latent_dim),
         steps * settings.train.batch_size,
         settings.tracking.sample_zoom,
+        settings.tracking.sample_columns,
     )
     stopper = StopOnDivergence()
     evaluator = QualityEvaluator(
@@ -184,8 +194,9 @@ def train(
     try:
         with signals.sigterm_raises():
             if state is None:
-                _log_run_start(run, cfg, resolved, generator, discriminator, len(train_images))
-                run.log_metrics(reference.summary, step=0)
+                _log_run_start(run, cfg, resolved, generator, discriminator)
+                run.log_dataset(train_images, dataset, _digest(train_images), Path(data.source))
+                run.describe(describe())
                 logger.set_model(gan)
                 logger.log_samples(step=0)
                 evaluator.evaluate(step=0)
@@ -209,10 +220,12 @@ def train(
             seconds = time.perf_counter() - started
             evaluator.log_spectrum()
             _save_models(run, output_dir, generator, discriminator)
+            _log_generator_model(run, generator, settings)
             hydra_dir = output_dir / ".hydra"
             if hydra_dir.is_dir():
                 run.log_artifact(hydra_dir, "hydra")
-            run.log_metrics({"train_seconds": seconds}, step=settings.train.epochs)
+            run.log_metrics(names.sectioned({"train_seconds": seconds}), step=settings.train.epochs)
+            run.describe(describe({**evaluator.latest, "seconds": seconds}))
     except KeyboardInterrupt:
         run.end("KILLED")
         raise
@@ -224,26 +237,92 @@ def train(
     checkpoint.write_state(State(run_id=run.run_id, epoch=settings.train.epochs, finished=True))
     final = {key: float(values[-1]) for key, values in history.history.items()}
     quality = {key: value for key, value in evaluator.latest.items() if key != "step"}
+    link = tracking.run_link(uri, experiment_id, run.run_id)
     return {"run_id": run.run_id, "name": name, "seconds": seconds, "status": "FINISHED",
-            **quality, **final}  # fmt: skip
+            "link": link, **quality, **final}  # fmt: skip
 
 
-def _log_run_start(run: Any, cfg: Any, resolved: dict, generator: Any, disc: Any, n: int) -> None:
-    """Params, sizes, FLOPs, summaries and the resolved config: logged once per run."""
-    from src.flops import count_flops
-
-    run.log_params(tracking.flatten(resolved))
-    run.log_metrics(
-        {
-            "generator_params": generator.count_params(),
-            "discriminator_params": disc.count_params(),
-            "generator_flops": count_flops(generator),
-            "train_images": n,
-        },
-        step=0,
-    )
+def _log_run_start(run: Any, cfg: Any, resolved: dict, generator: Any, disc: Any) -> None:
+    """Params, summaries and the resolved config: logged once per run."""
+    run.log_params(_params(tracking.flatten(resolved)))
     run.log_text(_summaries(generator, disc), "model_summary.txt")
     run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+
+
+def _params(flat: dict[str, Any]) -> dict[str, Any]:
+    """The run's MLflow params: ``LOGGED_PARAMS`` and every key the command line set, as
+    resolved (a config group as the option chosen, ``data=mnist10``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    params = {"upsampler": flat["upsampler.name"], **{key: flat[key] for key in LOGGED_PARAMS}}
+    if HydraConfig.initialized():
+        for override in HydraConfig.get().overrides.task:
+            key, _, typed = override.partition("=")
+            key = key.lstrip("+~")
+            where = any(key == k or key.startswith(k + ".") for k in NOT_PARAMS)
+            if key not in params and not where:
+                params[key] = flat.get(key, typed)
+    return params
+
+
+def _identity_tags(settings: schema.Config, data: Any, classifier: Any, folder: Path) -> dict:
+    """What the run is and what it ran on: variant, seed, code, data, judge, versions; the
+    source tags are the ones mlflow ui shows in its Source column."""
+    import getpass
+
+    from mlflow.utils.mlflow_tags import (
+        MLFLOW_GIT_COMMIT,
+        MLFLOW_SOURCE_NAME,
+        MLFLOW_SOURCE_TYPE,
+        MLFLOW_USER,
+    )
+
+    commit, dirty = tracking.git_state(settings.paths.root)
+    return {
+        "upsampler": settings.upsampler.name,
+        "seed": settings.seed,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "data_sha256": data.source_sha256,
+        "checkpoint": str(folder),
+        "classifier_key": classifier.key,
+        "classifier_accuracy": f"{classifier.accuracy:.4f}",
+        MLFLOW_SOURCE_NAME: "src/train.py",
+        MLFLOW_SOURCE_TYPE: "LOCAL",
+        MLFLOW_USER: getpass.getuser(),
+        **({MLFLOW_GIT_COMMIT: commit} if commit != "unknown" else {}),
+        **package_versions(),
+    }
+
+
+def _size_tags(generator: Any, discriminator: Any, images: int) -> dict[str, int]:
+    """Parameter counts, the generator's FLOPs per image and the training images."""
+    from src.flops import count_flops
+
+    sizes = (generator.count_params(), discriminator.count_params(), count_flops(generator))
+    return dict(zip(names.SIZE_TAGS, (*sizes, images), strict=True))
+
+
+def _digest(images: Any) -> str:
+    """SHA-256 of the training images as trained on (after downscaling and ``data.limit``)."""
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+
+
+def _log_generator_model(run: Any, generator: Any, settings: schema.Config) -> None:
+    """The generator as an MLflow model, with its size attached."""
+    from src.flops import count_flops
+    from src.networks import portable
+
+    example = latents(settings.tracking.sample_seed, 4, settings.generator.latent_dim)
+    found = [installed(name) for name in ("keras", "tensorflow")]
+    requirements = [f"{dist}=={version}" for dist, version in filter(None, found)]
+    params = {"parameters": generator.count_params(), "flops_per_image": count_flops(generator)}
+    run.log_keras_model(portable(generator), "generator", example, settings.train.epochs,
+                        params, requirements)  # fmt: skip
 
 
 def _verbosity(verbose: str) -> int:
@@ -294,6 +373,8 @@ def _single_run(cfg: DictConfig) -> dict[str, Any]:
             f"{result['name']}: d_loss={result['d_loss']:.3f} g_loss={result['g_loss']:.3f} "
             f"in {result['seconds']:.1f}s (run {result['run_id']})"
         )
+        if result["link"]:
+            print(f"{result['name']}: charts and samples at {result['link']} (make ui serves it)")
     return result
 
 

@@ -269,7 +269,8 @@ def test_deterministic_runs_repeat_in_parallel_and_one_at_a_time(tmp_path, small
         history = {}
         for run in _runs(uri):
             assert run.data.params["train.threads"] == "1"
-            for key in ("d_loss", "g_loss", "fd", "checkerboard", "precision"):
+            for key in ("loss/d_loss", "loss/g_loss", "quality/fd", "artifacts/checkerboard",
+                        "quality/precision"):  # fmt: skip
                 metrics = client.get_metric_history(run.info.run_id, key)
                 history[(run.info.run_name, key)] = sorted((m.step, m.value) for m in metrics)
         histories.append(history)

@@ -24,14 +24,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, run_cli, start_cli, wait_for_checkpoint
+from conftest import ROOT, free_port, run_cli, start_cli, wait_for_checkpoint
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = "upsamplers"
-LOSSES = ["d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy"]  # exactly reproducible
-PER_EPOCH = [*LOSSES, "epoch_seconds", "images_per_second"]
+LOSSES = ["loss/d_loss", "loss/g_loss", "discriminator/real_accuracy",
+          "discriminator/fake_accuracy"]  # exactly reproducible  # fmt: skip
+PER_EPOCH = [*LOSSES, "speed/epoch_seconds", "speed/images_per_second"]
 VERSION_TAGS = {
     "version.tensorflow": ("tensorflow", "tensorflow-cpu"),
     "version.keras": ("keras",),
@@ -142,12 +143,6 @@ def _state(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 # --- 1-3: SIGKILL mid-epoch, resume, reproducibility -----------------------------------------
 
 RESUME_ARGS = ["data.limit=4000", "train.epochs=4", "train.batch_size=128",
@@ -180,7 +175,7 @@ def killed_and_resumed(tmp_path_factory):
         "returncode": victim.returncode,
         "state": _state(tmp / "ck-A"),
         "run": run,
-        "d_loss": _history(uri_a, run.info.run_id, "d_loss"),
+        "d_loss": _history(uri_a, run.info.run_id, "loss/d_loss"),
     }
     shutil.copy(at_kill["path"].parent / "epoch-0002.weights.h5", tmp / "epoch-0002.weights.h5")
     resumed = run_cli(*args_a, "resume=true")
@@ -226,7 +221,7 @@ def test_resume_continues_the_same_mlflow_run(killed_and_resumed):
     assert f"resuming run {run_id} after epoch 2" in resumed.stdout
     for key in PER_EPOCH:
         assert [step for step, _ in _history(uri, run_id, key)] == [1, 2, 3, 4], key
-    assert [step for step, _ in _history(uri, run_id, "train_seconds")] == [4]
+    assert [step for step, _ in _history(uri, run_id, "speed/train_seconds")] == [4]
     assert _image_steps(uri, run_id) == [0, 1, 2, 3, 4]
     assert _state(killed_and_resumed["tmp"] / "ck-A") == {
         "run_id": run_id,
@@ -427,7 +422,7 @@ def _interrupt_then_resume(folder: Path, signum: int) -> dict:
         "stderr": (folder / "signalled.err").read_text(),
         "run": run,
         "state": _state(folder / "ck-sig"),
-        "d_loss": _history(uri, run.info.run_id, "d_loss"),
+        "d_loss": _history(uri, run.info.run_id, "loss/d_loss"),
     }
     return {"uri": uri, "at_signal": at_signal, "left": left,
             "resumed": run_cli(*args, "resume=true")}  # fmt: skip
@@ -574,7 +569,7 @@ def test_unwritable_output_folder_is_one_line_error(tmp_path):
 
 
 def test_unreachable_tracking_server_fails_fast_in_one_line(tmp_path, record_property):
-    port = _free_port()
+    port = free_port()
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
         pass  # nobody listens there
     overrides = [o for o in _isolated(tmp_path, "bad") if not o.startswith("tracking.uri=")]

@@ -11,6 +11,7 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
+from src.names import metric
 from src.report import TABLE_METRICS, build_report, t_interval, welch_interval
 
 pytestmark = pytest.mark.slow
@@ -85,7 +86,7 @@ def test_table_matches_a_direct_search_runs(sweep):
     for upsampler, row in rows.items():
         finished = runs[(runs["tags.upsampler"] == upsampler) & (runs["status"] == "FINISHED")]
         for key, *_ in TABLE_METRICS:
-            values = finished[f"metrics.{key}"].to_numpy(dtype=float)
+            values = finished[f"metrics.{metric(key)}"].to_numpy(dtype=float)
             assert row[key]["n"] == 2, key
             assert row[key]["mean"] == pytest.approx(values.mean(), rel=1e-12), key
             low, high = row[key]["low"], row[key]["high"]

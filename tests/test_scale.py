@@ -11,25 +11,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 import yaml
-from conftest import CONF, run_cli
+from conftest import CONF, free_port, run_cli, serving
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = "upsamplers"
 TINY = ["data.limit=500", "train.epochs=1", "eval.samples=500"]
-SERVER_START_SECONDS = 90
 
 
 def _isolated(tmp: Path) -> list[str]:
@@ -100,18 +95,12 @@ def test_submitit_multirun_two_jobs_one_sweep(tmp_path):
 # --- 2: a shared tracking server ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` on a free 127.0.0.1 port: sqlite backend, artifacts proxied to a
     local folder. Yields (url, artifact folder); stopped (its whole process group) afterwards."""
     tmp = tmp_path_factory.mktemp("server")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     artifacts = tmp / "artifacts"
     command = [
@@ -124,36 +113,8 @@ def mlflow_server(tmp_path_factory):
         "--serve-artifacts",
         "--artifacts-destination", str(artifacts),
     ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with open(tmp / "server.log", "w") as log:
-        # Own session: the uvicorn worker it spawns is stopped with it, by process group.
-        server = subprocess.Popen(
-            command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            if server.poll() is not None:
-                raise AssertionError(f"mlflow server exited: {(tmp / 'server.log').read_text()}")
-            try:
-                if requests.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or too busy starting to answer
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no /health in {SERVER_START_SECONDS}s")
-            time.sleep(0.5)
+    with serving(command, url, tmp / "server.log"):
         yield url, artifacts
-    finally:
-        with_group = server.poll() is None
-        if with_group:
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
 
 
 def test_server_refuses_unknown_host_headers(mlflow_server):
@@ -187,10 +148,11 @@ def test_sweep_logs_to_a_tracking_server_and_reports_from_it(mlflow_server, tmp_
     # Artifacts went through the server's proxy into its --artifacts-destination.
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
     assert list(artifacts.rglob(f"{run_id}/artifacts/generator/generator.keras"))
-    for key in ("d_loss", "g_loss", "fd", "kid", "generator_params"):
+    for key in ("loss/d_loss", "loss/g_loss", "quality/fd", "quality/kid"):
         assert np.isfinite(run.data.metrics[key]), key
-    assert [m.step for m in client.get_metric_history(run_id, "d_loss")] == [1]
-    assert [m.step for m in client.get_metric_history(run_id, "fd")] == [0, 1]
+    assert int(run.data.tags["generator_params"]) > 0
+    assert [m.step for m in client.get_metric_history(run_id, "loss/d_loss")] == [1]
+    assert [m.step for m in client.get_metric_history(run_id, "quality/fd")] == [0, 1]
 
     pngs = sorted(
         a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")

@@ -14,9 +14,16 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-PER_EPOCH = ["d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy", "epoch_seconds",
-             "images_per_second"]  # fmt: skip
-ONCE = ["generator_params", "discriminator_params", "generator_flops"]
+PER_EPOCH = [
+    "loss/d_loss",
+    "loss/g_loss",
+    "discriminator/real_accuracy",
+    "discriminator/fake_accuracy",
+    "speed/epoch_seconds",
+    "speed/images_per_second",
+]
+SECTIONS = {"loss", "discriminator", "quality", "classes", "artifacts", "speed"}
+SIZE_TAGS = ["generator_params", "discriminator_params", "generator_flops", "train_images"]
 
 
 def _only_run(uri: str):
@@ -71,27 +78,84 @@ def test_run_is_named_tagged_and_finished(trained):
     assert run.info.artifact_uri.startswith((tmp / "mlruns").as_uri())
 
 
-def test_params_are_the_flattened_config(trained):
-    uri, _, _ = trained
-    _, run = _only_run(uri)
-    params = run.data.params
-    assert params["upsampler.name"] == "transpose" and params["train.epochs"] == "2"
-    assert params["data.limit"] == "3000" and params["train.learning_rate"] == "0.0002"
-    assert params["generator.latent_dim"] == "100" and params["seed"] == "3"
+def test_params_are_few_and_the_config_is_whole(trained):
+    """Params: the variant, the seed, the threads (called without Hydra: no command line); the
+    resolved config, every key, is the run's config.yaml."""
+    import yaml
+
+    uri, _, tmp = trained
+    client, run = _only_run(uri)
+    assert set(run.data.params) == {"upsampler", "seed", "train.threads"}
+    assert run.data.params["upsampler"] == "transpose" and run.data.params["seed"] == "3"
+    local = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp))
+    config = yaml.safe_load(Path(local).read_text())
+    assert config["train"]["learning_rate"] == 0.0002 and config["data"]["limit"] == 3000
 
 
-def test_metrics_per_epoch_and_once(trained):
+def test_metrics_are_sectioned_and_constants_are_tags(trained):
     uri, result, _ = trained
     client, run = _only_run(uri)
     for key in PER_EPOCH:
         history = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in history] == [1, 2], key
         assert all(np.isfinite(m.value) for m in history), key
-    for key in ONCE:
-        assert key in run.data.metrics
-    assert run.data.metrics["generator_params"] == 324_353
-    assert run.data.metrics["d_loss"] == pytest.approx(result["d_loss"])
-    assert 0 <= run.data.metrics["d_real_accuracy"] <= 1
+    assert {key.split("/")[0] for key in run.data.metrics} == SECTIONS
+    assert all(key.count("/") == 1 for key in run.data.metrics)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "quality/fd")] == [0, 2]
+    assert run.data.metrics["loss/d_loss"] == pytest.approx(result["d_loss"])
+    assert 0 <= run.data.metrics["discriminator/real_accuracy"] <= 1
+    tags = run.data.tags
+    # discriminator: 3x3x1x64+64 + 3x3x64x64+64 + 576+1 = 38,145
+    assert [int(tags[key]) for key in SIZE_TAGS] == [324_353, 38_145, 700_900, 3_000]
+    assert 0 < float(tags["real.classifier_score"]) <= 10
+    assert 0 < float(tags["real.nyquist_share"]) < 1
+
+
+def test_dataset_source_and_description(trained):
+    """The runs table's Dataset and Source columns and the run page's description."""
+    import hashlib
+
+    from src.data import load_mnist
+    from src.schema import DataConfig, project_root
+
+    uri, result, _ = trained
+    _, run = _only_run(uri)
+    (given,) = run.inputs.dataset_inputs
+    data = load_mnist(DataConfig(limit=3000), Path(project_root()) / "outputs" / "cache")
+    digest = hashlib.sha256(np.ascontiguousarray(data.x_train).tobytes()).hexdigest()
+    assert given.dataset.name == "mnist10-area-first3000"
+    assert given.dataset.digest == digest[:36]  # MLflow keeps at most 36 characters
+    assert {(t.key, t.value) for t in given.tags} == {("mlflow.data.context", "training")}
+    tags = run.data.tags
+    assert tags["mlflow.source.name"] == "src/train.py" and tags["mlflow.source.type"] == "LOCAL"
+    assert tags.get("mlflow.source.git.commit", "unknown") == tags["git_commit"]
+    note = tags["mlflow.note.content"]
+    assert note.startswith("**transpose-s3**") and "seed 3, 2 epochs over 3,000 images" in note
+    assert f"FD {result['fd']:.2f}" in note and "checkerboard" in note
+
+
+def test_generator_is_an_mlflow_model_with_its_size(trained):
+    import mlflow
+    import mlflow.keras
+
+    uri, _, tmp = trained
+    client, run = _only_run(uri)
+    (output,) = run.outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    assert model.name == "generator" and model.source_run_id == run.info.run_id
+    assert model.params == {"parameters": "324353", "flops_per_image": "700900"}
+    mlflow.set_tracking_uri(uri)
+    try:
+        loaded = mlflow.keras.load_model(f"models:/{output.model_id}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    import keras
+
+    saved = keras.models.load_model(
+        client.download_artifacts(run.info.run_id, "generator/generator.keras", str(tmp))
+    )
+    z = np.random.default_rng(1).standard_normal((8, 100)).astype(np.float32)
+    np.testing.assert_allclose(loaded(z, training=False), saved(z, training=False), rtol=1e-6)
 
 
 def test_sample_grids_per_epoch_from_step_0(trained):
@@ -104,7 +168,7 @@ def test_sample_grids_per_epoch_from_step_0(trained):
                if "+step+2+" in a.path and a.path.endswith(".png"))  # fmt: skip
     local = client.download_artifacts(run.info.run_id, png, str(tmp))
     grid = np.asarray(Image.open(local))
-    assert grid.shape[:2] == (4 * (8 * 11 + 1),) * 2  # 8x8 digits of 10px + borders, x4
+    assert grid.shape[:2] == (4 * (4 * 11 + 1), 4 * (12 * 11 + 1))  # 4x12 digits + borders, x4
     assert grid.std() > 10  # not blank
 
 

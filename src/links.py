@@ -1,0 +1,40 @@
+"""``python -m src.links [SWEEP_ID]``: the mlflow ui link of the project's experiment (training
+view), filtered to one sweep when given; what ``make ui`` prints before it starts the UI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from src import tracking
+from src.schema import project_root
+
+
+def experiment_link(uri: str, experiment: str, sweep_id: str | None = None) -> str:
+    """The link of ``experiment`` in the store ``uri``, or a line saying why there is none."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(uri).get_experiment_by_name(experiment)
+    if found is None:
+        return f"no experiment {experiment!r} in {uri} yet: run `make sweep` or `make train` first"
+    link = tracking.experiment_link(uri, found.experiment_id, sweep_id)
+    return link or f"mlflow ui --backend-store-uri {uri}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the link (reads the store; starts nothing)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_id", nargs="?", help="show only this sweep's runs")
+    parser.add_argument("--experiment", default="upsamplers")
+    args = parser.parse_args(argv)
+    uri = tracking.resolve_uri(os.environ.get("MLFLOW_TRACKING_URI"), project_root())
+    if uri.startswith(tracking.SQLITE_PREFIX) and not os.path.exists(
+        uri[len(tracking.SQLITE_PREFIX) :]
+    ):
+        print(f"no runs yet ({uri} does not exist): run `make sweep` or `make train` first")
+        return
+    print(f"open: {experiment_link(uri, args.experiment, args.sweep_id)}")
+
+
+if __name__ == "__main__":
+    main()
