@@ -11,14 +11,15 @@ from src.schema import project_root
 
 
 def experiment_link(uri: str, experiment: str, sweep_id: str | None = None) -> str:
-    """The link of ``experiment`` in the store ``uri``, or a line saying why there is none."""
+    """What to open for ``experiment`` in the store ``uri``: its link, or a line saying why
+    there is none yet."""
     from mlflow.tracking import MlflowClient
 
     found = MlflowClient(uri).get_experiment_by_name(experiment)
     if found is None:
         return f"no experiment {experiment!r} in {uri} yet: run `make sweep` or `make train` first"
     link = tracking.experiment_link(uri, found.experiment_id, sweep_id)
-    return link or f"mlflow ui --backend-store-uri {uri}"
+    return f"open: {link or f'mlflow ui --backend-store-uri {uri}'}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         print(f"no runs yet ({uri} does not exist): run `make sweep` or `make train` first")
         return
-    print(f"open: {experiment_link(uri, args.experiment, args.sweep_id)}")
+    print(experiment_link(uri, args.experiment, args.sweep_id))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,12 @@ def test_multirun_jobs_are_runs_of_one_sweep_with_a_summary(sweep):
     assert set(runs["tags.sweep_id"]) == {sweep_id}
     assert f"sweep {sweep_id}: 4 runs" in good.stdout
     assert re.search(r"nearest-s0\s+FINISHED\s+d_loss=", good.stdout)
-    assert "open the results: mlflow ui --backend-store-uri sqlite:///" in good.stdout
+    link = re.search(r"^open the results: (\S+) \(serve it: mlflow ui --backend-store-uri "
+                     r"sqlite:///\S+\)$", good.stdout, re.MULTILINE)  # fmt: skip
+    assert link, good.stdout[-2000:]
+    assert link.group(1).startswith("http://127.0.0.1:5000/#/experiments/")
+    assert link.group(1).endswith(f"?workflowType=machine_learning&searchFilter=tags.sweep_id"
+                                  f"%20%3D%20%27{sweep_id}%27")  # fmt: skip
 
 
 def test_failed_job_makes_the_sweep_fail_and_is_reported(sweep):

@@ -135,8 +135,9 @@ def test_dataset_source_and_description(trained):
 
 
 def test_generator_is_an_mlflow_model_with_its_size(trained):
-    import mlflow
     import mlflow.keras
+
+    from src.tracking import fluent_uri
 
     uri, _, tmp = trained
     client, run = _only_run(uri)
@@ -144,11 +145,8 @@ def test_generator_is_an_mlflow_model_with_its_size(trained):
     model = client.get_logged_model(output.model_id)
     assert model.name == "generator" and model.source_run_id == run.info.run_id
     assert model.params == {"parameters": "324353", "flops_per_image": "700900"}
-    mlflow.set_tracking_uri(uri)
-    try:
+    with fluent_uri(uri):
         loaded = mlflow.keras.load_model(f"models:/{output.model_id}")
-    finally:
-        mlflow.set_tracking_uri(None)
     import keras
 
     saved = keras.models.load_model(
