@@ -113,11 +113,12 @@ def experiment_link(uri: str, experiment_id: str, sweep_id: str | None = None) -
 
 
 def run_link(uri: str, experiment_id: str, run_id: str) -> str | None:
-    """A run's charts (losses, quality, sample grid) in mlflow ui."""
+    """A run's charts (losses, quality, sample grid) in mlflow ui's training view."""
     address = ui_address(uri)
     if address is None:
         return None
-    return f"{address}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics"
+    page = f"{address}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics"
+    return f"{page}?workflowType=machine_learning"
 
 
 @contextmanager

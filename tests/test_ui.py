@@ -18,6 +18,8 @@ import pytest
 from conftest import ROOT, free_port, run_cli, serving
 from mlflow.tracking import MlflowClient
 
+from src import tracking
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 INSTALL = "apt-get install -y chromium chromium-driver (as root), then make install (selenium)"
@@ -144,11 +146,12 @@ def test_run_page_shows_the_sample_grid_inside_its_card(browser):
 
     driver, url, _, uri = browser
     run = _runs(uri)["nearest-s0"]
+    link = tracking.run_link(uri, run.info.experiment_id, run.info.run_id)  # as train prints it
     # As a new browser shows it: with the assistant panel open, the card is ~290 px wide. Its
     # view is 250 px tall, and MLflow centres the image in a square as wide as the card, so a
     # wider card (panel closed) pushes even a wide grid below the view (README).
-    _open(driver, f"{url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-                  "/model-metrics", close_assistant=False)  # fmt: skip
+    _open(driver, link.replace(tracking.UI_ADDRESS, url), close_assistant=False)
+    assert "Observability" not in driver.find_element(By.TAG_NAME, "body").text  # training view
     search = _wait(driver, lambda d: d.find_element(
         By.CSS_SELECTOR, "input[placeholder='Search metric charts']"), "chart search")  # fmt: skip
     search.send_keys("samples")  # only the image card is left, at the top
@@ -177,7 +180,8 @@ def test_report_run_description_renders_its_table(browser):
 
     driver, url, _, uri = browser
     (report,) = [run for name, run in _runs(uri).items() if name.startswith("report-")]
-    _open(driver, f"{url}/#/experiments/{report.info.experiment_id}/runs/{report.info.run_id}")
+    link = tracking.run_link(uri, report.info.experiment_id, report.info.run_id)
+    _open(driver, link.replace(tracking.UI_ADDRESS, url).replace("/model-metrics", ""))
     header = "//table//th[normalize-space(.)='upsampler']"
     table = _wait(driver, lambda d: d.find_element(By.XPATH, header), "report table")
     for more in driver.find_elements(By.XPATH, "//*[normalize-space(.)='Show more']"):
@@ -188,6 +192,8 @@ def test_report_run_description_renders_its_table(browser):
     figures = "img[src*='get-artifact'][src*='losses.png']"
     losses = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, figures), "report figure")
     assert report.info.run_id in losses.get_attribute("src")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", table)
+    time.sleep(2)
     _shot(driver, "report")
 
 
