@@ -113,10 +113,15 @@ def build_gan(settings: Any, steps_per_epoch: int) -> GAN:
     ``settings`` is a validated ``src.schema.Config``; Adam(learning_rate, beta_1) for each
     network, XLA per ``train.jit_compile``, and ``train.steps_per_execution`` rounded down to a
     divisor of ``steps_per_epoch`` (see ``src.batches.execution_steps``).
+
+    Seeded with ``settings.seed`` first: runs of two variants with the same seed start from the
+    same Dense weights (built before the upsampling block) and draw the same latents, which is
+    what lets the report pair them by seed.
     """
     from src.batches import execution_steps
     from src.networks import build_discriminator, build_generator
 
+    keras.utils.set_random_seed(settings.seed)
     gan = GAN(
         build_generator(settings.generator, settings.upsampler),
         build_discriminator(settings.discriminator, settings.data.image_size),

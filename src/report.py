@@ -5,9 +5,11 @@ MLflow with ``mlflow.search_runs`` and writes ``outputs/reports/<sweep_id>/repor
 figures, and logs them to a run named ``report-<sweep_id>``. The multirun callback in
 ``src/sweep.py`` calls :func:`build_report` when a sweep ends.
 
-Intervals are Student-t intervals over seeds (mean +- t_{0.975, n-1} * s / sqrt(n)); differences
-between two upsamplers use Welch's t-interval. With one seed no interval exists, and the report
-says so.
+Per upsampler: means over seeds with Student-t 95% intervals. Between two upsamplers
+(src/stats.py): the difference paired over seeds where both ran the same seeds, Welch's
+otherwise, with t and percentile-bootstrap intervals, the probability of improvement, Holm's
+adjustment over the pairs of a metric, and a verdict: better, or undecided with the seeds that
+would decide it. With one seed no interval exists, and the report says so.
 """
 
 from __future__ import annotations
@@ -18,16 +20,16 @@ import math
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
-from src import tracking
+from src import stats, tracking
 from src.names import metric
-from src.schema import project_root
+from src.schema import ConfigError, MarginConfig, project_root
 
 REPORT_TAG = "report"  # set on report runs, which share the sweep_id tag with training runs
 
@@ -45,62 +47,19 @@ TABLE_METRICS: list[tuple[str, str, bool | None, str]] = [
 ]
 # Pairwise comparisons; lower is better (checkerboard is compared by its distance from 0).
 PAIR_METRICS = ["fd", "checkerboard"]
-CONFIDENCE = 0.95
+LEVEL = 0.05  # family-wise error of each metric's pairwise comparisons (Holm)
+PAIR_INTRO = [
+    "Paired: over the seeds both ran (same data order, latents and initial Dense weights), "
+    "else Welch's unpaired t. Bootstrap: percentile, 10,000 resamples, fixed random state. "
+    "P(first better): the share of (first, second) run pairs where the first scores lower "
+    "(Mann-Whitney U / nm), with a bootstrap interval. Holm p: adjusted over the pairs of one "
+    "metric. TOST p: two one-sided tests that the difference lies within report.margin "
+    "(equivalent below 0.05). Seeds needed: noncentral-t power 0.8 at the observed spread.",
+]
 
 
 class ReportError(RuntimeError):
     """The sweep cannot be reported; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Interval:
-    """Mean of a sample with its 95% t-interval (``low``/``high`` are NaN with fewer than 2)."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-
-    def show(self, fmt: str) -> str:
-        """``mean [low, high]`` with ``fmt``, or ``mean (n=1)``, or ``-`` with no data."""
-        if self.n == 0:
-            return "-"
-        if self.n < 2:
-            return f"{fmt.format(self.mean)} (n=1)"
-        return f"{fmt.format(self.mean)} [{fmt.format(self.low)}, {fmt.format(self.high)}]"
-
-
-def t_interval(values: Any) -> Interval:
-    """Mean and Student-t 95% interval of ``values`` (NaNs dropped)."""
-    from scipy import stats
-
-    sample = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
-    if sample.size == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
-    mean = float(sample.mean())
-    if sample.size < 2:
-        return Interval(mean, math.nan, math.nan, 1)
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, sample.size - 1) * stats.sem(sample)
-    return Interval(mean, mean - half, mean + half, int(sample.size))
-
-
-def welch_interval(a: Any, b: Any) -> Interval:
-    """Difference of means ``mean(a) - mean(b)`` with Welch's 95% t-interval."""
-    from scipy import stats
-
-    a = np.asarray([v for v in a if np.isfinite(v)], dtype=np.float64)
-    b = np.asarray([v for v in b if np.isfinite(v)], dtype=np.float64)
-    if a.size == 0 or b.size == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
-    diff = float(a.mean() - b.mean())
-    if a.size < 2 or b.size < 2:
-        return Interval(diff, math.nan, math.nan, 1)
-    result = stats.ttest_ind(a, b, equal_var=False)
-    ci = result.confidence_interval(CONFIDENCE)
-    low, high = float(ci.low), float(ci.high)
-    if not np.isfinite(low):  # both samples constant: the difference is exact
-        low = high = diff
-    return Interval(diff, low, high, int(min(a.size, b.size)))
 
 
 def load_runs(uri: str, experiment: str, sweep_id: str | None) -> tuple[str, Any]:
@@ -128,17 +87,28 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None) -> tuple[str, Any
 
 
 def _column(runs: Any, key: str) -> Any:
-    """A metric's final values, NaN where a run lacks it."""
-    column = f"metrics.{metric(key)}"
-    return runs[column] if column in runs else np.full(len(runs), np.nan)
+    """A metric's final values, NaN where a run lacks it; runs of harness versions before the
+    sectioned names (src/names.py) logged it under its bare name."""
+    values = np.full(len(runs), np.nan)
+    for column in (f"metrics.{metric(key)}", f"metrics.{key}"):
+        if column in runs:
+            values = np.where(np.isnan(values), runs[column].to_numpy(dtype=np.float64), values)
+    return values
 
 
 def _tag_number(runs: Any, key: str) -> Any:
-    """A numeric tag's values, NaN where a run lacks it."""
+    """A numeric tag's values, NaN where a run lacks it (older runs: a metric of that name)."""
     column = f"tags.{key}"
-    if column not in runs:
-        return np.full(len(runs), np.nan)
-    return np.asarray([float(v) if isinstance(v, str) else np.nan for v in runs[column]])
+    tags = runs[column] if column in runs else [None] * len(runs)
+    values = np.asarray([float(v) if isinstance(v, str) else np.nan for v in tags])
+    if f"metrics.{key}" in runs:
+        values = np.where(np.isnan(values), runs[f"metrics.{key}"].to_numpy(np.float64), values)
+    return values
+
+
+def _metric_history(client: Any, run_id: str, key: str) -> list:
+    """A metric's history under its sectioned name, or its bare one (older runs)."""
+    return client.get_metric_history(run_id, metric(key)) or client.get_metric_history(run_id, key)
 
 
 def summarize(runs: Any) -> list[dict[str, Any]]:
@@ -153,10 +123,19 @@ def summarize(runs: Any) -> list[dict[str, Any]]:
                 "failed": int((group["status"] != "FINISHED").sum()),
                 "generator_params": _first(_tag_number(group, "generator_params")),
                 "generator_flops": _first(_tag_number(group, "generator_flops")),
-                **{key: t_interval(_column(finished, key)) for key, *_ in TABLE_METRICS},
+                **{key: stats.t_interval(_column(finished, key)) for key, *_ in TABLE_METRICS},
+                **{f"{key}_robust": _robust(_column(finished, key)) for key in PAIR_METRICS},
             }
         )
     return rows
+
+
+def _robust(values: Any) -> dict[str, stats.Interval]:
+    """The intervals that do not assume normality: the mean's and the IQM's bootstrap."""
+    return {
+        "mean_bootstrap": stats.bootstrap_interval(values),
+        "iqm_bootstrap": stats.bootstrap_interval(values, stats.iqm),
+    }
 
 
 def _first(values: Any) -> float:
@@ -164,41 +143,121 @@ def _first(values: Any) -> float:
     return float(finite[0]) if finite else math.nan
 
 
-def compare_pairs(runs: Any) -> list[tuple[str, str, str, Interval, str]]:
-    """For each pair of upsamplers and each pair metric: the difference and a plain sentence."""
+@dataclass(frozen=True)
+class Comparison:
+    """One pair of upsamplers on one metric: ``first - second`` and what it says."""
+
+    first: str
+    second: str
+    key: str
+    difference: stats.Difference
+    improvement: stats.Interval  # P(a run of first scores lower than a run of second)
+    p_holm: float
+    p_equivalent: float  # TOST of |difference| < the metric's margin; NaN without a margin
+    seeds: int  # finished seeds behind the smaller of the two
+    verdict: str
+
+
+Training = dict[str, dict[int, list[Comparison]]]  # pair metric -> epoch -> comparisons
+
+
+def compare_pairs(runs: Any, margins: dict[str, float | None] | None = None) -> list[Comparison]:
+    """Every pair of upsamplers on each pair metric, from the runs' final values (lower is
+    better; checkerboard by its distance from 0); ``margins``: report.margin."""
     finished = runs[runs["status"] == "FINISHED"]
     names = sorted(finished["tags.upsampler"].unique())
-    lines = []
+    found = []
+    for key in PAIR_METRICS:
+        values = {name: _by_seed(finished, name, key) for name in names}
+        found += compare_family(key, values, (margins or {}).get(key))
+    return found
+
+
+def compare_family(key: str, values: dict[str, list[tuple[int, float]]],
+                   margin: float | None = None) -> list[Comparison]:  # fmt: skip
+    """Each pair of ``values`` (upsampler -> (seed, value)) on ``key``: paired over seeds where
+    the seeds match, Holm's adjustment over the pairs, a probability of improvement, TOST
+    against ``margin``, a verdict."""
+    names = sorted(values)
+    found = []
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
-            for key in PAIR_METRICS:
-                a = _column(finished[finished["tags.upsampler"] == first], key)
-                b = _column(finished[finished["tags.upsampler"] == second], key)
-                if key == "checkerboard":  # compare distance from real data's level
-                    a, b = np.abs(a), np.abs(b)
-                interval = welch_interval(a, b)
-                lines.append((first, second, key, interval, _verdict(first, second, key, interval)))
-    return lines
+            a, b = values[first], values[second]
+            n = min(len(a), len(b))
+            better = stats.improvement_interval([v for _, v in a], [v for _, v in b])
+            same = stats.equivalent(a, b, margin) if margin and n >= 2 else math.nan
+            found.append([first, second, key, stats.difference(a, b), better, 0.0, same, n, ""])
+    adjusted = stats.holm([row[3].p_value for row in found])
+    comparisons = []
+    for row, p in zip(found, adjusted, strict=True):
+        row[5] = p
+        row[8] = _verdict(*row[:4], p, row[6], row[7], margin)
+        comparisons.append(Comparison(*row))
+    return comparisons
 
 
-def _verdict(first: str, second: str, key: str, interval: Interval) -> str:
+def over_training(
+    client: Any, runs: Any, margins: dict[str, float | None] | None = None
+) -> Training:
+    """The same comparisons at every evaluated epoch: per pair metric, epoch -> comparisons,
+    from each finished run's metric history."""
+    finished = runs[runs["status"] == "FINISHED"]
+    found: Training = {}
+    for key in PAIR_METRICS:
+        by_step: dict[int, dict[str, list[tuple[int, float]]]] = {}
+        for _, run in finished.iterrows():
+            for point in _metric_history(client, run["run_id"], key):
+                value = abs(point.value) if key == "checkerboard" else point.value
+                per_variant = by_step.setdefault(point.step, {})
+                per_variant.setdefault(run["tags.upsampler"], []).append(
+                    (int(run["tags.seed"]), value)
+                )
+        margin = (margins or {}).get(key)
+        found[key] = {step: compare_family(key, values, margin)
+                      for step, values in sorted(by_step.items()) if len(values) >= 2}  # fmt: skip
+    return found
+
+
+def _by_seed(finished: Any, upsampler: str, key: str) -> list[tuple[int, float]]:
+    """(seed, value) of each finished run of ``upsampler`` that has ``key``; checkerboard as
+    its distance from real data's level (0)."""
+    group = finished[finished["tags.upsampler"] == upsampler]
+    values = np.asarray(_column(group, key), dtype=np.float64)
+    if key == "checkerboard":
+        values = np.abs(values)
+    seeds = [int(s) for s in group["tags.seed"]]
+    return [(s, float(v)) for s, v in zip(seeds, values, strict=True) if np.isfinite(v)]
+
+
+def _verdict(first: str, second: str, key: str, diff: stats.Difference, p: float,
+             p_equivalent: float, n: int, margin: float | None) -> str:  # fmt: skip
+    """better when the adjusted test rejects; equivalent when TOST shows the difference is
+    inside ``margin``; otherwise undecided, with the seeds per upsampler that would decide a
+    difference of the observed size at 80% power."""
     what = "|checkerboard|" if key == "checkerboard" else key
-    if interval.n == 0:
-        return f"no finished runs to compare {what}."
-    if interval.n < 2:
-        return f"{what}: one seed per variant, so no interval; run more seeds to compare."
-    if interval.low > 0:
-        return f"{second} is better on {what} (lower by {interval.mean:.3g}, CI excludes 0)."
-    if interval.high < 0:
-        return f"{first} is better on {what} (lower by {-interval.mean:.3g}, CI excludes 0)."
-    return f"the sweep cannot tell {first} and {second} apart on {what} at {interval.n} seeds."
+    if n == 0:
+        return f"no {what} values for one of them (no finished run has the metric)."
+    if n < 2:
+        return f"one seed of one of them: no interval on {what}; run more seeds."
+    if p < LEVEL and diff.t.excludes(0.0):
+        winner, by = (second, diff.t.mean) if diff.t.mean > 0 else (first, -diff.t.mean)
+        return f"**{winner} is better** on {what} (lower by {by:.3g}; Holm p = {p:.2g})."
+    if p_equivalent < LEVEL:
+        return f"**equivalent** on {what}: the difference is within +-{margin:g} (TOST p = " \
+            f"{p_equivalent:.2g})."  # fmt: skip
+    needed = stats.seeds_needed(diff.t.mean, diff.spread, paired=diff.design == "paired")
+    if needed is None:
+        return f"undecided at {n} seeds: no difference in {what} was seen."
+    more = f"more than {stats.MAX_SEEDS:,}" if needed > stats.MAX_SEEDS else f"about {needed}"
+    return (f"undecided at {n} seeds; {more} seeds per upsampler would decide a difference of "
+            f"this size ({diff.t.mean:+.3g}) at 80% power.")  # fmt: skip
 
 
 def _history(client: Any, runs: Any, key: str) -> dict[str, list[np.ndarray]]:
     """Per upsampler, each finished run's metric history as (steps, values) arrays."""
     curves: dict[str, list[np.ndarray]] = {}
     for _, run in runs[runs["status"] == "FINISHED"].iterrows():
-        history = client.get_metric_history(run["run_id"], metric(key))
+        history = _metric_history(client, run["run_id"], key)
         if history:
             points = np.asarray(sorted((m.step, m.value) for m in history), dtype=np.float64)
             curves.setdefault(run["tags.upsampler"], []).append(points)
@@ -298,7 +357,8 @@ def _plot_spectra(client: Any, runs: Any, path: Path, scratch: Path) -> bool:
 
 
 def render_markdown(sweep_id: str, runs: Any, rows: list, pairs: list, figures: dict,
-                    image_url: Callable[[str], str] = str) -> str:  # fmt: skip
+                    image_url: Callable[[str], str] = str,
+                    training: Training | None = None) -> str:  # fmt: skip
     """The report's Markdown: table, pairwise sentences, failed runs, figures (each linked as
     ``image_url(file name)``)."""
     seeds = sorted({int(s) for s in runs["tags.seed"]})
@@ -306,7 +366,7 @@ def render_markdown(sweep_id: str, runs: Any, rows: list, pairs: list, figures: 
         f"# Upsampler comparison: sweep `{sweep_id}`",
         "",
         f"{len(runs)} runs, seeds {seeds}. Values are means over finished seeds with a 95% "
-        "Student-t interval `[low, high]`; pairwise differences use Welch's t-interval.",
+        "Student-t interval `[low, high]`.",
         "",
     ]
     if max((row["finished"] for row in rows), default=0) < 2:
@@ -328,12 +388,46 @@ def render_markdown(sweep_id: str, runs: Any, rows: list, pairs: list, figures: 
         "",
         "Lower is better for FD, KID, spectrum error and train seconds; higher for precision, "
         "recall, classes and images/s; checkerboard is best near 0 (real data).",
+        "",
+        "Without assuming normality (percentile bootstrap, 10,000 resamples; IQM: the mean of "
+        "the middle half of the seeds):",
+        "",
+        "| upsampler | "
+        + " | ".join(
+            f"{label} {what}"
+            for label in ("FD", "checkerboard")
+            for what in ("mean, t", "mean, bootstrap", "IQM, bootstrap")
+        )
+        + " |",
+        "|" + "---|" * 7,
     ]
+    for row in rows:
+        cells = [f"`{row['upsampler']}`"]
+        for key, fmt in (("fd", "{:.3f}"), ("checkerboard", "{:+.3f}")):
+            robust = row[f"{key}_robust"]
+            cells += [row[key].show(fmt), robust["mean_bootstrap"].show(fmt),
+                      robust["iqm_bootstrap"].show(fmt)]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     if pairs:
-        lines += ["", "## Pairwise differences (first minus second)", ""]
-        for first, second, key, interval, sentence in pairs:
-            lines.append(f"- `{first}` - `{second}`, {key}: {interval.show('{:+.4g}')}. {sentence}")
+        lines += ["", "## Pairwise differences (first minus second)", "", *PAIR_INTRO, "",
+                  "| pair | metric | design | difference, t 95% | bootstrap 95% | P(first better) "
+                  "| Holm p | TOST p | verdict |", "|" + "---|" * 9]  # fmt: skip
+        for pair in pairs:
+            diff = pair.difference
+            cells = [
+                f"`{pair.first}` - `{pair.second}`",
+                "|checkerboard|" if pair.key == "checkerboard" else pair.key,
+                diff.design,
+                diff.t.show("{:+.4g}"),
+                diff.bootstrap.show("{:+.4g}"),
+                pair.improvement.show("{:.2f}"),
+                f"{pair.p_holm:.2g}",
+                "-" if math.isnan(pair.p_equivalent) else f"{pair.p_equivalent:.2g}",
+                pair.verdict,
+            ]
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     bad = runs[runs["status"] != "FINISHED"]
+    lines += _training_tables(training or {})
     lines += ["", "## Failed or unfinished runs", ""]
     if bad.empty:
         lines.append("None: every run of the sweep finished.")
@@ -350,6 +444,78 @@ def render_markdown(sweep_id: str, runs: Any, rows: list, pairs: list, figures: 
     return "\n".join(lines) + "\n"
 
 
+def _pairs_over_training(by_step: dict[int, list[Comparison]]) -> dict[tuple[str, str], dict]:
+    """(first, second) -> {epoch: comparison}: each pair's comparisons over the epochs it has
+    (a pair is missing at an epoch where one of the two has no value)."""
+    pairs: dict[tuple[str, str], dict[int, Comparison]] = {}
+    for step, comparisons in by_step.items():
+        for c in comparisons:
+            if c.seeds > 0:
+                pairs.setdefault((c.first, c.second), {})[step] = c
+    return dict(sorted(pairs.items()))
+
+
+def _training_tables(training: Training) -> list[str]:
+    """Per pair metric, a table of the pairwise differences at each evaluated epoch: does the
+    ranking hold over training, or appear only late?"""
+    lines: list[str] = []
+    for key, by_step in training.items():
+        pairs = _pairs_over_training(by_step)
+        if not pairs:
+            continue
+        what = "\\|checkerboard\\|" if key == "checkerboard" else key
+        if not lines:
+            lines += ["", "## Over training", "",
+                      "The same comparisons at each evaluated epoch (step 0: untrained): the "
+                      "difference with its t 95% interval, and the winner where Holm's "
+                      "adjusted test decides.", ""]  # fmt: skip
+        header = [f"`{first}` - `{second}`" for first, second in pairs]
+        lines += [f"{what}:", "", "| epoch | " + " | ".join(header) + " |",
+                  "|" + "---|" * (len(pairs) + 1)]  # fmt: skip
+        for step in by_step:
+            cells = [_training_cell(steps.get(step)) for steps in pairs.values()]
+            lines.append(f"| {step} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _training_cell(c: Comparison | None) -> str:
+    if c is None:
+        return "-"
+    shown = c.difference.t.show("{:+.3g}")
+    if c.p_holm < LEVEL and c.difference.t.excludes(0.0):
+        return f"{shown} **{c.second if c.difference.t.mean > 0 else c.first}**"
+    return f"{shown} undecided"
+
+
+def _plot_differences(training: Training, path: Path) -> bool:
+    """Each pair's difference over epochs, with its t 95% interval as a band."""
+    import matplotlib.pyplot as plt
+
+    curves = {key: _pairs_over_training(by_step) for key, by_step in training.items()}
+    keys = [key for key, pairs in curves.items() if pairs]
+    if not keys:
+        return False
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
+    for axis, key in zip(axes[0], keys, strict=True):
+        for colour, ((first, second), by_step) in enumerate(curves[key].items()):
+            steps = list(by_step)
+            t = [c.difference.t for c in by_step.values()]
+            axis.plot(steps, [i.mean for i in t], color=f"C{colour}", label=f"{first} - {second}")
+            low, high = [i.low for i in t], [i.high for i in t]
+            axis.fill_between(steps, low, high, color=f"C{colour}", alpha=0.2)
+        axis.axhline(0.0, color="k", linewidth=0.8)
+        what = "|checkerboard|" if key == "checkerboard" else metric(key)
+        axis.set_title(f"{what}: first - second, band = t 95% interval")
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _count(value: float) -> str:
     return "-" if not np.isfinite(value) else f"{int(value):,}"
 
@@ -361,8 +527,10 @@ def _missing(runs: Any) -> list[str]:
     return sorted(f"{u}-s{s}" for u, s in grid - have)
 
 
-def build_report(uri: str, experiment: str, sweep_id: str | None, out_root: Path) -> Path:
-    """Write the report of ``sweep_id`` (latest if None) and log it as ``report-<sweep_id>``."""
+def build_report(uri: str, experiment: str, sweep_id: str | None, out_root: Path,
+                 margins: dict[str, float | None] | None = None) -> Path:  # fmt: skip
+    """Write the report of ``sweep_id`` (latest if None) and log it as ``report-<sweep_id>``;
+    ``margins`` (report.margin) default to the schema's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -379,14 +547,18 @@ def build_report(uri: str, experiment: str, sweep_id: str | None, out_root: Path
             figures[f"Final samples, same latents, seed {seed}"] = "samples.png"
         _plot_over_epochs(client, runs, ["d_loss", "g_loss"], folder / "losses.png")
         figures["Losses over epochs"] = "losses.png"
-        if f"metrics.{metric('fd')}" in runs:
+        if np.isfinite(_column(runs, "fd")).any():
             _plot_over_epochs(client, runs, ["fd", "checkerboard"], folder / "quality.png")
             figures["FD and checkerboard over epochs"] = "quality.png"
         if _plot_spectra(client, runs, folder / "spectrum.png", Path(scratch)):
             figures["Power spectra"] = "spectrum.png"
+    margins = margins if margins is not None else asdict(MarginConfig())
+    training = over_training(client, runs, margins)
+    if _plot_differences(training, folder / "differences.png"):
+        figures["Pairwise differences over epochs"] = "differences.png"
     rows = summarize(runs)
-    pairs = compare_pairs(runs)
-    markdown = render_markdown(sweep_id, runs, rows, pairs, figures)
+    pairs = compare_pairs(runs, margins)
+    markdown = render_markdown(sweep_id, runs, rows, pairs, figures, training=training)
     (folder / "report.md").write_text(markdown)
     (folder / "table.json").write_text(json.dumps(_table_json(rows), indent=2))
     experiment_id = runs["experiment_id"].iloc[0]
@@ -394,7 +566,8 @@ def build_report(uri: str, experiment: str, sweep_id: str | None, out_root: Path
         uri, experiment_id, f"report-{sweep_id}", {"sweep_id": sweep_id, REPORT_TAG: "true"}
     )
     run.log_artifact(folder)
-    served = render_markdown(sweep_id, runs, rows, pairs, figures, _artifact_url(run.run_id))
+    served = render_markdown(sweep_id, runs, rows, pairs, figures, _artifact_url(run.run_id),
+                             training)  # fmt: skip
     run.describe(_fit_tag(served, "the whole report is the artifact report.md"))
     run.end("FINISHED")
     return folder / "report.md"
@@ -416,15 +589,17 @@ def _fit_tag(markdown: str, note: str) -> str:
 
 def _table_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def plain(value: Any) -> Any:
-        if isinstance(value, Interval):
+        if isinstance(value, stats.Interval):
             return {"mean": value.mean, "low": value.low, "high": value.high, "n": value.n}
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
         return value
 
     return [{key: plain(value) for key, value in row.items()} for row in rows]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m src.report [SWEEP_ID] [--uri URI] [--experiment NAME]``."""
+    """``python -m src.report [SWEEP_ID] [--uri URI] [--experiment NAME] [--margin fd=2 ...]``."""
     import os
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -432,15 +607,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     parser.add_argument("--experiment", default="upsamplers")
     parser.add_argument("--out", default=str(Path(project_root()) / "outputs" / "reports"))
+    parser.add_argument("--margin", action="append", default=[], metavar="METRIC=VALUE",
+                        help="equivalence margin as report.margin: fd=2.0, or fd=none")  # fmt: skip
     args = parser.parse_args(argv)
     uri = tracking.resolve_uri(args.uri, project_root())
     try:
+        margins = _margins(args.margin)
         tracking.check_reachable(uri)
-        path = build_report(uri, args.experiment, args.sweep_id, Path(args.out))
-    except (ReportError, tracking.TrackingError) as error:
+        path = build_report(uri, args.experiment, args.sweep_id, Path(args.out), margins)
+    except (ReportError, tracking.TrackingError, ConfigError) as error:
         sys.exit(f"error: {error}")
     print(path.read_text())
     print(f"report written to {path}")
+
+
+def _margins(given: list[str]) -> dict[str, float | None]:
+    """report.margin with ``METRIC=VALUE`` items applied, checked by the schema."""
+    margins = asdict(MarginConfig())
+    for item in given:
+        key, _, value = item.partition("=")
+        if key not in margins:
+            raise ConfigError(f"--margin {item}: no such metric; one of {', '.join(margins)}")
+        try:
+            margins[key] = None if value.lower() in ("none", "null") else float(value)
+        except ValueError:
+            raise ConfigError(f"--margin {item}: {value!r} is not a number or none") from None
+    MarginConfig(**margins)  # the schema's range checks
+    return margins
 
 
 if __name__ == "__main__":

@@ -167,6 +167,22 @@ class TrackingConfig:
 
 
 @dataclass
+class MarginConfig:
+    fd: float | None = 2.0
+    checkerboard: float | None = 0.1
+
+    def __post_init__(self) -> None:
+        for key in ("fd", "checkerboard"):
+            value = getattr(self, key)
+            _require(value is None or value > 0, f"report.margin.{key}={value} must be > 0")
+
+
+@dataclass
+class ReportConfig:
+    margin: MarginConfig = field(default_factory=MarginConfig)
+
+
+@dataclass
 class Config:
     upsampler: UpsamplerConfig = MISSING
     data: DataConfig = MISSING
@@ -176,6 +192,7 @@ class Config:
     tracking: TrackingConfig = MISSING
     eval: EvalConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     seed: int = 0
     resume: bool = False
 
@@ -198,7 +215,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "eval": EvalConfig,
 }
 
-NESTED_SCHEMAS: dict[str, type] = {**GROUP_SCHEMAS, "paths": PathsConfig}
+NESTED_SCHEMAS: dict[str, type] = {**GROUP_SCHEMAS, "paths": PathsConfig, "report": ReportConfig}
 
 
 def register() -> None:

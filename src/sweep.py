@@ -115,6 +115,7 @@ class SweepCallback(Callback):
         self.uri = tracking.resolve_uri(config.tracking.uri, config.paths.root)
         self.experiment = config.tracking.experiment
         self.reports_dir = Path(config.paths.reports_dir)
+        self.margins = dict(OmegaConf.to_container(config.report.margin))
         self.progress = Progress(sweep_dir)
         self.launcher = config.hydra.launcher
         jobs = self._check_jobs(config, config_name)
@@ -211,7 +212,8 @@ class SweepCallback(Callback):
             seconds = metrics.get(metric("train_seconds"), float("nan"))
             print(f"  {run.info.run_name:<16} {run.info.status:<9} {losses}  {seconds:6.1f}s")
         if self.report and runs:
-            path = build_report(self.uri, self.experiment, self.sweep_id, self.reports_dir)
+            path = build_report(self.uri, self.experiment, self.sweep_id, self.reports_dir,
+                                self.margins)  # fmt: skip
             print(f"report: {path}")
         link = tracking.experiment_link(self.uri, self.experiment_id, self.sweep_id)
         if link is None:

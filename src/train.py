@@ -120,8 +120,6 @@ def train(
     )
     train_images = data.x_train[: settings.data.limit]
 
-    import keras
-
     from src.batches import epoch_batches, steps_per_epoch
     from src.callbacks import (
         EpochCheckpoint,
@@ -139,9 +137,8 @@ def train(
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(settings.seed)
     steps = steps_per_epoch(len(train_images), settings.train.batch_size)
-    gan = build_gan(settings, steps)
+    gan = build_gan(settings, steps)  # seeds Python, NumPy and Keras with settings.seed
     generator, discriminator = gan.generator, gan.discriminator
     gan.build_optimizers()
     first_epoch = 0

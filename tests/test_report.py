@@ -12,9 +12,8 @@ from conftest import run_cli
 from PIL import Image
 
 from src.names import metric
-from src.report import TABLE_METRICS, build_report, t_interval, welch_interval
-
-pytestmark = pytest.mark.slow
+from src.report import TABLE_METRICS, build_report, compare_pairs, load_runs
+from src.stats import t_interval, welch_interval
 
 TINY = ["data.limit=600", "train.epochs=2", "eval.samples=500"]
 
@@ -46,6 +45,7 @@ def _search(tmp, sweep_id):
     return runs[runs["tags.report"].isna()] if "tags.report" in runs else runs
 
 
+@pytest.mark.slow
 def test_multirun_jobs_are_runs_of_one_sweep_with_a_summary(sweep):
     tmp, sweep_id, good, _ = sweep
     runs = _search(tmp, sweep_id)
@@ -62,6 +62,7 @@ def test_multirun_jobs_are_runs_of_one_sweep_with_a_summary(sweep):
                                   f"%20%3D%20%27{sweep_id}%27")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_failed_job_makes_the_sweep_fail_and_is_reported(sweep):
     tmp, sweep_id, _, bad = sweep
     assert bad.returncode != 0
@@ -71,6 +72,7 @@ def test_failed_job_makes_the_sweep_fail_and_is_reported(sweep):
     assert "`nearest-s2` missing" in report
 
 
+@pytest.mark.slow
 def test_table_rows_and_counts(sweep):
     tmp, sweep_id, _, _ = sweep
     rows = {row["upsampler"]: row for row in json.loads(
@@ -82,6 +84,7 @@ def test_table_rows_and_counts(sweep):
     assert rows["nearest"]["generator_flops"] > rows["transpose"]["generator_flops"]
 
 
+@pytest.mark.slow
 def test_table_matches_a_direct_search_runs(sweep):
     tmp, sweep_id, _, _ = sweep
     runs = _search(tmp, sweep_id)
@@ -100,14 +103,17 @@ def test_table_matches_a_direct_search_runs(sweep):
     assert checked == 2 * len(TABLE_METRICS)
 
 
+@pytest.mark.slow
 def test_markdown_has_both_rows_pairs_and_figures(sweep):
     tmp, sweep_id, good, _ = sweep
     folder = tmp / "reports" / sweep_id
     text = (folder / "report.md").read_text()
     assert "| `nearest` | 2 | 0 | 324,353 |" in text
     assert "| `transpose` | 2 | 1 | 324,353 |" in text
-    assert "`nearest` - `transpose`, fd:" in text and "checkerboard" in text
-    assert "95%" in text and "Welch" in text
+    # Both finished seeds 0 and 1 (transpose-s2 failed): the differences are paired by seed.
+    assert "| `nearest` - `transpose` | fd | paired |" in text
+    assert "| `nearest` - `transpose` | \\|checkerboard\\| | paired |" in text
+    assert "95%" in text and "Holm" in text and "P(first better)" in text
     for name in ("samples.png", "losses.png", "quality.png", "spectrum.png"):
         assert f"]({name})" in text
         image = np.asarray(Image.open(folder / name).convert("L"))
@@ -115,6 +121,7 @@ def test_markdown_has_both_rows_pairs_and_figures(sweep):
     assert f"report: {folder / 'report.md'}" in good.stdout
 
 
+@pytest.mark.slow
 def test_report_run_holds_the_artifacts(sweep):
     tmp, sweep_id, _, _ = sweep
     client = mlflow.MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
@@ -127,6 +134,7 @@ def test_report_run_holds_the_artifacts(sweep):
     assert {"report.md", "table.json", "samples.png", "losses.png"} <= names
 
 
+@pytest.mark.slow
 def test_one_seed_sweep_says_intervals_are_unavailable(sweep, tmp_path):
     tmp, _, _, _ = sweep
     result = run_cli(
@@ -143,6 +151,7 @@ def test_one_seed_sweep_says_intervals_are_unavailable(sweep, tmp_path):
     assert "Intervals unavailable" in report.read_text()
 
 
+@pytest.mark.slow
 def test_report_on_demand_for_an_unknown_sweep_is_a_clear_error(sweep, tmp_path):
     from src.report import ReportError
 
@@ -158,3 +167,96 @@ def test_intervals_against_known_values():
     diff = welch_interval([1.0, 2.0, 3.0], [11.0, 12.0, 13.0])
     assert diff.mean == -10.0 and diff.low < -10.0 < diff.high < 0
     assert t_interval([4.0]).n == 1 and np.isnan(t_interval([4.0]).low)
+
+
+def _planted_store(tmp_path) -> str:
+    """A real sqlite store with synthetic finished runs of one sweep: per seed, A's FD, B = A + 5
+    (a clear loser), C = A (a tie), each plus a little noise; C has no checkerboard (as runs of
+    an older harness would not)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'planted.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("upsamplers")
+    rng = np.random.default_rng(11)
+    base = 30 + rng.normal(0, 4, 6)  # the seed's share: large, shared by all three
+    for name, shift in (("A", 0.0), ("B", 5.0), ("C", None)):
+        for seed in range(6):
+            tags = {"upsampler": name, "seed": str(seed), "sweep_id": "planted"}
+            run = client.create_run(experiment, run_name=f"{name}-s{seed}", tags=tags)
+            fd = base[seed] + (shift if shift is not None else 0.0) + rng.normal(0, 0.3)
+            client.log_metric(run.info.run_id, "quality/fd", 300 + rng.normal(0, 4), step=0)
+            client.log_metric(run.info.run_id, "quality/fd", fd, step=10)
+            if shift is not None:
+                client.log_metric(
+                    run.info.run_id, "artifacts/checkerboard", 0.1 + shift / 50, step=10
+                )
+            client.set_terminated(run.info.run_id)
+    return uri
+
+
+def test_planted_store_gets_the_right_verdict_for_each_pair(tmp_path):
+    uri = _planted_store(tmp_path)
+    _, runs = load_runs(uri, "upsamplers", "planted")
+    verdicts = {(c.first, c.second, c.key): c for c in compare_pairs(runs)}
+    clear = verdicts[("A", "B", "fd")]
+    assert clear.difference.design == "paired"
+    assert clear.difference.t.mean == pytest.approx(-5.0, abs=0.5)
+    assert clear.verdict.startswith("**A is better** on fd") and clear.improvement.mean > 0.5
+    tie = verdicts[("A", "C", "fd")]
+    assert tie.verdict.startswith("undecided at 6 seeds;") and "80% power" in tie.verdict
+    assert np.isnan(tie.p_equivalent)  # no margin declared: never "equivalent"
+    with_margin = {(c.first, c.second, c.key): c for c in compare_pairs(runs, {"fd": 2.0})}
+    assert with_margin[("A", "C", "fd")].verdict.startswith("**equivalent** on fd")
+    assert with_margin[("A", "B", "fd")].verdict.startswith("**A is better**")  # not within 2
+    assert verdicts[("B", "C", "fd")].verdict.startswith("**C is better**")
+    assert verdicts[("A", "B", "checkerboard")].verdict.startswith("**A is better**")
+    missing = verdicts[("A", "C", "checkerboard")]
+    assert missing.verdict.startswith("no |checkerboard| values for one of them")
+    # Holm: three fd pairs in the family, so the smallest p is multiplied by 3.
+    fd = sorted(c.difference.p_value for c in verdicts.values() if c.key == "fd")
+    assert min(c.p_holm for c in verdicts.values() if c.key == "fd") == pytest.approx(3 * fd[0])
+
+
+def test_planted_store_report_shows_the_verdict_over_training(tmp_path):
+    """Untrained (step 0) all three are alike; at step 10 A beats B: the report's tables say
+    so epoch by epoch, and its figure of differences is drawn."""
+    from mlflow.tracking import MlflowClient
+
+    from src.report import over_training
+
+    uri = _planted_store(tmp_path)
+    _, runs = load_runs(uri, "upsamplers", "planted")
+    training = over_training(MlflowClient(uri), runs)
+    assert sorted(training["fd"]) == [0, 10]
+    first = {(c.first, c.second): c for c in training["fd"][0]}
+    last = {(c.first, c.second): c for c in training["fd"][10]}
+    assert not first[("A", "B")].difference.t.excludes(0.0)
+    assert last[("A", "B")].verdict.startswith("**A is better**")
+    report = build_report(uri, "upsamplers", "planted", tmp_path / "reports")
+    text = report.read_text()
+    assert "## Over training" in text
+    assert re.search(r"^\| 0 \| [^|]* undecided \|", text, re.MULTILINE), text
+    assert re.search(r"^\| 10 \| [-+][\d.]+ \[[^]]+\] \*\*A\*\* \|", text, re.MULTILINE), text
+    figure = np.asarray(Image.open(report.parent / "differences.png").convert("L"))
+    assert figure.std() > 5
+
+
+def test_runs_of_an_older_harness_are_read_under_their_bare_names(tmp_path):
+    """Runs logged before the sectioned names (``fd``, not ``quality/fd``) still compare."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'old.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("upsamplers")
+    for name, fd in (("old", [30.0, 31.0, 29.5]), ("new", [35.0, 36.5, 34.0])):
+        for seed, value in enumerate(fd):
+            tags = {"upsampler": name, "seed": str(seed), "sweep_id": "mixed"}
+            run = client.create_run(experiment, run_name=f"{name}-s{seed}", tags=tags)
+            key = "fd" if name == "old" else "quality/fd"
+            client.log_metric(run.info.run_id, key, value, step=4)
+            client.set_terminated(run.info.run_id)
+    _, runs = load_runs(uri, "upsamplers", "mixed")
+    (fd,) = [c for c in compare_pairs(runs) if c.key == "fd"]
+    assert (fd.first, fd.second, fd.difference.design) == ("new", "old", "paired")
+    assert fd.difference.t.mean == pytest.approx(np.mean([5.0, 5.5, 4.5]))

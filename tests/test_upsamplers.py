@@ -152,3 +152,28 @@ def test_subpixel_generator_reloads_in_a_fresh_process_without_custom_objects(ma
     outputs, modules = reload_in_fresh_process(tmp_path / "generator.keras", latents, tmp_path)
     assert modules == "keras"
     np.testing.assert_array_equal(outputs, expected)
+
+
+def test_same_seed_runs_of_every_variant_share_dense_weights_latents_and_batches(make_cfg):
+    """What the report's paired comparison rests on: with one seed, every upsampler's run starts
+    from the same Dense weights, draws the same latents and sees the same batches (the batch
+    order is a function of (seed, epoch) only); another seed changes all three."""
+    from src.batches import epoch_batches
+    from src.gan import build_gan
+
+    images = np.arange(1000, dtype=np.float32).reshape(-1, 1)
+    seen = {}
+    for name, seed in [*((case.values[0], 3) for case in CASES), ("nearest", 4)]:
+        gan = build_gan(to_settings(make_cfg(f"upsampler={name}", f"seed={seed}")), 4)
+        dense = gan.generator.get_layer("project").get_weights()[0]
+        latents = keras.ops.convert_to_numpy(gan._latents(8))
+        batches = [b.numpy().ravel() for b in epoch_batches(images, 128, seed, 0, 2)]
+        seen[(name, seed)] = (dense, latents, np.concatenate(batches))
+    reference = seen[("nearest", 3)]
+    for (name, seed), values in seen.items():
+        for what, mine, theirs in zip(("dense", "latents", "batches"), values, reference,
+                                      strict=True):  # fmt: skip
+            if seed == 3:
+                np.testing.assert_array_equal(mine, theirs, err_msg=f"{name}: {what}")
+            else:
+                assert not np.array_equal(mine, theirs), f"seed {seed}: {what}"
