@@ -20,7 +20,7 @@ import math
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -66,16 +66,19 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None) -> tuple[str, Any
     """The sweep's training runs as a DataFrame (``mlflow.search_runs``), latest sweep if None."""
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        raise ReportError(f"experiment {experiment!r} not found in {uri}; run `make sweep` first")
-    runs = mlflow.search_runs(
-        experiment_names=[experiment],
-        filter_string="tags.sweep_id != ''"
-        if sweep_id is None
-        else f"tags.sweep_id = '{sweep_id}'",
-        order_by=["attributes.start_time DESC"],
-    )
+    # search_runs (a DataFrame) has no client form; the caller's global URI comes back after.
+    with tracking.fluent_uri(uri):
+        if mlflow.get_experiment_by_name(experiment) is None:
+            raise ReportError(
+                f"experiment {experiment!r} not found in {uri}; run `make sweep` first"
+            )
+        runs = mlflow.search_runs(
+            experiment_names=[experiment],
+            filter_string="tags.sweep_id != ''"
+            if sweep_id is None
+            else f"tags.sweep_id = '{sweep_id}'",
+            order_by=["attributes.start_time DESC"],
+        )
     if not runs.empty and f"tags.{REPORT_TAG}" in runs:
         runs = runs[runs[f"tags.{REPORT_TAG}"].isna()]
     if runs.empty:
@@ -186,14 +189,14 @@ def compare_family(key: str, values: dict[str, list[tuple[int, float]]],
             n = min(len(a), len(b))
             better = stats.improvement_interval([v for _, v in a], [v for _, v in b])
             same = stats.equivalent(a, b, margin) if margin and n >= 2 else math.nan
-            found.append([first, second, key, stats.difference(a, b), better, 0.0, same, n, ""])
-    adjusted = stats.holm([row[3].p_value for row in found])
-    comparisons = []
-    for row, p in zip(found, adjusted, strict=True):
-        row[5] = p
-        row[8] = _verdict(*row[:4], p, row[6], row[7], margin)
-        comparisons.append(Comparison(*row))
-    return comparisons
+            diff = stats.difference(a, b)
+            found.append(Comparison(first, second, key, diff, better, math.nan, same, n, ""))
+    adjusted = stats.holm([c.difference.p_value for c in found])
+    decided = []
+    for c, p in zip(found, adjusted, strict=True):
+        verdict = _verdict(c.first, c.second, key, c.difference, p, c.p_equivalent, c.seeds, margin)
+        decided.append(replace(c, p_holm=p, verdict=verdict))
+    return decided
 
 
 def over_training(

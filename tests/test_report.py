@@ -38,10 +38,12 @@ def sweep(tmp_path_factory):
 
 
 def _search(tmp, sweep_id):
-    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
-    runs = mlflow.search_runs(
-        experiment_names=["upsamplers"], filter_string=f"tags.sweep_id = '{sweep_id}'"
-    )
+    from src.tracking import fluent_uri
+
+    with fluent_uri(f"sqlite:///{tmp / 'mlflow.db'}"):
+        runs = mlflow.search_runs(
+            experiment_names=["upsamplers"], filter_string=f"tags.sweep_id = '{sweep_id}'"
+        )
     return runs[runs["tags.report"].isna()] if "tags.report" in runs else runs
 
 
@@ -260,3 +262,15 @@ def test_runs_of_an_older_harness_are_read_under_their_bare_names(tmp_path):
     (fd,) = [c for c in compare_pairs(runs) if c.key == "fd"]
     assert (fd.first, fd.second, fd.difference.design) == ("new", "old", "paired")
     assert fd.difference.t.mean == pytest.approx(np.mean([5.0, 5.5, 4.5]))
+
+
+def test_reading_a_report_leaves_mlflow_s_global_uri_as_it_was(tmp_path):
+    """A report read from one store must not leave MLflow's module-level URI pointing there:
+    a later fluent call of the same process (a stopped server's URI) would retry for minutes."""
+    import mlflow
+
+    uri = _planted_store(tmp_path)
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    load_runs(uri, "upsamplers", "planted")
+    after = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    assert after == before != uri
