@@ -221,6 +221,7 @@ class Run:
         """``features`` as the run's training dataset (the runs table's Dataset column)."""
         import mlflow.data
         from mlflow.entities import DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         with warnings.catch_warnings():  # MLflow registers file: sources twice and says so
             warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
@@ -229,9 +230,15 @@ class Run:
                 digest=digest[:DIGEST_LIMIT],
             )  # fmt: skip
         context = InputTag("mlflow.data.context", "training")
-        self.client.log_inputs(
-            self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])]
-        )
+        given = [DatasetInput(dataset._to_mlflow_entity(), tags=[context])]
+        try:
+            self.client.log_inputs(self.run_id, datasets=given)
+        except MlflowException as error:
+            # Parallel jobs logging the same new dataset race on MLflow's insert of its row
+            # (UNIQUE constraint on experiment, name, digest); once it exists, linking works.
+            if "UNIQUE constraint" not in str(error) and "Duplicate" not in str(error):
+                raise
+            self.client.log_inputs(self.run_id, datasets=given)
 
     def log_keras_model(self, model: Any, name: str, example: Any, step: int,
                         params: Mapping[str, Any], requirements: list[str]) -> str:  # fmt: skip
