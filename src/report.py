@@ -537,10 +537,8 @@ def build_report(uri: str, experiment: str, sweep_id: str | None, out_root: Path
     import matplotlib
 
     matplotlib.use("Agg")
-    from mlflow.tracking import MlflowClient
-
     sweep_id, runs = load_runs(uri, experiment, sweep_id)
-    client = MlflowClient(uri)
+    client = tracking.open_client(uri)
     folder = out_root / sweep_id
     folder.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
