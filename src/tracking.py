@@ -22,6 +22,9 @@ UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` (and a bare `mlflow ui`)
 DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in mlflow ui (markdown)
 DIGEST_LIMIT = 36  # MLflow's longest dataset digest (mlflow.utils.validation)
 MAX_TAG_LENGTH = 8000  # MLflow's longest tag value (mlflow.utils.validation), descriptions too
+# A lost race to insert a row, as the databases word it (lower case): sqlite's "UNIQUE constraint
+# failed", PostgreSQL's "duplicate key value violates unique constraint", MySQL's "Duplicate entry"
+RACED_INSERT = ("unique constraint", "duplicate entry", "duplicate key")
 
 
 class TrackingError(RuntimeError):
@@ -235,8 +238,8 @@ class Run:
             self.client.log_inputs(self.run_id, datasets=given)
         except MlflowException as error:
             # Parallel jobs logging the same new dataset race on MLflow's insert of its row
-            # (UNIQUE constraint on experiment, name, digest); once it exists, linking works.
-            if "UNIQUE constraint" not in str(error) and "Duplicate" not in str(error):
+            # (unique on experiment, name, digest); once it exists, linking works.
+            if not any(words in str(error).lower() for words in RACED_INSERT):
                 raise
             self.client.log_inputs(self.run_id, datasets=given)
 
