@@ -47,9 +47,16 @@ class Cluster:
     bin_dir: Path
 
     @property
-    def url(self) -> str:
-        """The SQLAlchemy URL of its database, for ``--backend-store-uri``."""
+    def dsn(self) -> str:
+        """Its database as a libpq URL (``psql``, ``psycopg2.connect``)."""
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+
+    @property
+    def url(self) -> str:
+        """Its database as a SQLAlchemy URL, for ``--backend-store-uri``: the driver named,
+        because SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, and the driver the
+        project installs (its ``server`` extra) is psycopg2."""
+        return self.dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
 
     @property
     def log(self) -> Path:
