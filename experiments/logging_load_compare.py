@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from src.logging_load import run_load  # noqa: E402 - after the path is set
 from src.postgres import free_port, throwaway_cluster  # noqa: E402
 
-LOGS = {"postgresql": "pg", "sqlite": "sqlite"}  # server log file names
+LOGS = {"postgresql": "pg", "sqlite": "sqlite"}  # server log file names (sqlite-file: none)
 # What the server logged during one load: sqlite's lock timeouts, and errors of any kind
 PATTERNS = ("database is locked", "SQLAlchemy database error", "Traceback")
 
@@ -78,15 +78,27 @@ def make_server(store: str, artifacts: Path, log: Path) -> Iterator[str]:
             os.killpg(server.pid, signal.SIGKILL)
 
 
+def _ratio(a: dict, b: dict, key: str) -> float | None:
+    """``a[key] / b[key]`` (``slowest_call`` by its seconds); None if either has none."""
+    x, y = a.get(key), b.get(key)
+    if isinstance(x, dict):
+        x, y = x["seconds"], y["seconds"] if y else None
+    return round(x / y, 2) if x and y else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", default="8,32,64", help="job counts, in order (8,32,64)")
     parser.add_argument("--rounds", type=int, default=1, help="times each count runs per backend")
     parser.add_argument("--train", type=int, default=2, help="real training runs alongside (2)")
     parser.add_argument("--train-at", type=int, default=32, help="at this job count (32)")
+    parser.add_argument("--backends", default="postgresql,sqlite",
+                        help="postgresql, sqlite (each behind make server), sqlite-file (the jobs "
+                             "write the file themselves, as a local sweep does)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "bench")
     args = parser.parse_args()
     counts = [int(n) for n in args.jobs.split(",")]
+    order = args.backends.split(",")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
     started = datetime.now(UTC)
@@ -98,46 +110,48 @@ def main() -> None:
         make_server(f"sqlite:///{tmp / 'sqlite' / 'mlflow.db'}", tmp / "sqlite-artifacts",
                     tmp / "sqlite-server.log") as sqlite_url,
     ):  # fmt: skip
-        backends = {"postgresql": pg_url, "sqlite": sqlite_url}
-        order = ["postgresql", "sqlite"]
+        uris = {"postgresql": pg_url, "sqlite": sqlite_url,
+                "sqlite-file": f"sqlite:///{tmp / 'direct' / 'mlflow.db'}"}  # fmt: skip
         for round_ in range(args.rounds):
             for jobs in counts:
                 for backend in order:
                     train = args.train if jobs == args.train_at else 0
-                    print(
-                        f"round {round_}: {jobs} jobs on {backend}, {train} trainings", flush=True
-                    )
-                    log = tmp / f"{LOGS[backend]}-server.log"
-                    before = log.stat().st_size
-                    summary = run_load(backends[backend], jobs, train=train, scratch=tmp / "load")
-                    with open(log, errors="replace") as server_log:
-                        server_log.seek(before)
-                        during = server_log.read()
+                    print(f"round {round_}: {jobs} jobs on {backend}, {train} trainings",
+                          flush=True)  # fmt: skip
+                    log = tmp / f"{LOGS.get(backend, 'none')}-server.log"
+                    before = log.stat().st_size if log.is_file() else 0
+                    summary = run_load(uris[backend], jobs, train=train, scratch=tmp / "load")
+                    during = ""
+                    if log.is_file():
+                        with open(log, errors="replace") as server_log:
+                            server_log.seek(before)
+                            during = server_log.read()
                     summary |= {
                         "backend": backend, "round": round_,
                         "server_log": {pattern: during.count(pattern) for pattern in PATTERNS},
                     }  # fmt: skip
                     shown = ("calls_per_second", "slowest_call", "retries", "http_errors",
-                             "runs_finished", "server_log")  # fmt: skip
-                    brief = {key: summary[key] for key in shown}
+                             "failed_calls", "runs_finished", "server_log")  # fmt: skip
+                    brief = {key: summary.get(key) for key in shown}
                     print(f"  {brief}; {len(summary['problems'])} problems", flush=True)
                     results.append(summary)
                 order.reverse()
         server_logs = {name: (tmp / f"{name}-server.log").read_text()[-20000:]
                        for name in ("pg", "sqlite")}  # fmt: skip
 
-    ratios = []
+    ratios = []  # every other backend against PostgreSQL, same count, same round
     for jobs in counts:
         for round_ in range(args.rounds):
-            pair = {r["backend"]: r for r in results if r["jobs"] == jobs and r["round"] == round_}
-            pg, lite = pair["postgresql"], pair["sqlite"]
-            ratios.append({
-                "jobs": jobs, "round": round_,
-                "calls_per_second_sqlite_over_pg": round(
-                    lite["calls_per_second"] / pg["calls_per_second"], 2),
-                "slowest_call_sqlite_over_pg": round(
-                    lite["slowest_call"]["seconds"] / pg["slowest_call"]["seconds"], 2),
-            })  # fmt: skip
+            same = {r["backend"]: r for r in results if r["jobs"] == jobs and r["round"] == round_}
+            pg = same.get("postgresql")
+            for backend, other in same.items():
+                if backend == "postgresql" or pg is None:
+                    continue
+                ratios.append({
+                    "jobs": jobs, "round": round_, "backend": backend,
+                    "calls_per_second_over_pg": _ratio(other, pg, "calls_per_second"),
+                    "slowest_call_over_pg": _ratio(other, pg, "slowest_call"),
+                })  # fmt: skip
     record = {
         "what": "python experiments/logging_load_compare.py " + " ".join(sys.argv[1:]),
         "commit": commit,
