@@ -131,7 +131,8 @@ def main() -> None:
                         "server_log": {pattern: during.count(pattern) for pattern in PATTERNS},
                     }  # fmt: skip
                     shown = ("calls_per_second", "slowest_call", "retries", "http_errors",
-                             "failed_calls", "runs_finished", "server_log")  # fmt: skip
+                             "retried_connections", "failed_calls", "runs_finished",
+                             "server_log")  # fmt: skip
                     brief = {key: summary.get(key) for key in shown}
                     print(f"  {brief}; {len(summary['problems'])} problems", flush=True)
                     results.append(summary)

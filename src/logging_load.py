@@ -15,7 +15,8 @@ digits after that), the training images as trained on.
 All jobs start together (a barrier), log as fast as the store takes it (``--epoch-seconds``
 paces them like training instead), and time every logging call; MLflow's HTTP client retries
 5xx answers (sqlite's "database is locked" is a 503), and each retry is counted from urllib3's
-own log. ``--train N`` starts N real ``python -m src.train`` runs at the same moment. Afterwards
+own log. ``--train N`` starts N real ``python -m src.train`` runs first and lets the jobs go
+once those have opened their MLflow runs, so that their logging falls inside the replay. Afterwards
 every run is read back through the store: FINISHED, every step of every metric with the
 values logged, every grid, every artifact, the dataset and the model. ::
 
@@ -210,16 +211,20 @@ class HttpLog(logging.Handler):
     and broken connections)."""
 
     REQUEST = re.compile(r'"(?:GET|POST|PUT|PATCH|DELETE|HEAD) \S+ HTTP/[\d.]+" (\d{3})')
+    BROKEN = re.compile(r"after connection broken by '(\w+)")
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.statuses: Counter[str] = Counter()
         self.retries = 0
+        self.broken: Counter[str] = Counter()  # retries after a broken connection, by error
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if message.startswith("Incremented Retry"):  # once per retry, whatever its cause
             self.retries += 1
+        elif found := self.BROKEN.search(message):
+            self.broken[found.group(1)] += 1
         elif found := self.REQUEST.search(message):
             self.statuses[found.group(1)] += 1
 
@@ -345,7 +350,7 @@ def _job(job: int, uri: str, experiment_id: str, load_id: str, folder: Path,
     outcome = {
         "job": job, "run_id": run_id, "started": started, "ended": time.time(),
         "calls": calls.timed, "errors": calls.errors,
-        "retries": http.retries, "statuses": dict(http.statuses),
+        "retries": http.retries, "statuses": dict(http.statuses), "broken": dict(http.broken),
     }  # fmt: skip
     (results / f"{job}.json").write_text(json.dumps(outcome))
 
@@ -414,6 +419,28 @@ def _start_training(index: int, uri: str, experiment: str, folder: Path,
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _await_training_runs(uri: str, experiment_id: str, trainings: list[subprocess.Popen],
+                         since: float, timeout: float = 600) -> None:  # fmt: skip
+    """Wait until every training run has opened its MLflow run (TensorFlow, data and judges
+    loaded), so that its whole logging falls inside the replay; or until one has ended."""
+    from mlflow.tracking import MlflowClient
+
+    if not trainings:
+        return
+    client = MlflowClient(uri)
+    query = (
+        f"tags.`mlflow.source.name` = 'src/train.py' "
+        f"AND attributes.start_time >= {int(since * 1000)}"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(client.search_runs([experiment_id], query)) >= len(trainings):
+            return
+        if any(process.poll() is not None for process in trainings):
+            return  # it failed early: the read-back reports it
+        time.sleep(0.5)
+
+
 def _read_back(client: Any, experiment_id: str, load_id: str, outcomes: list[dict],
                manifest: dict, jobs: int) -> list[str]:  # fmt: skip
     """What the replayed runs lost, read back through ``client``: [] if nothing."""
@@ -463,7 +490,7 @@ def run_load(uri: str, jobs: int, overrides: Sequence[str] = (), train: int = 0,
              epoch_seconds: float = 0.0, experiment: str = EXPERIMENT,
              scratch: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Replay ``jobs`` runs (the config with ``overrides``) at once into ``uri``, with ``train``
-    real training runs (``train_overrides``) started at the same moment; read every run back.
+    real training runs (``train_overrides``) logging meanwhile; read every run back.
     Returns the summary (see ``main``); its ``problems`` list is empty when nothing was lost."""
     from mlflow.tracking import MlflowClient
 
@@ -493,17 +520,19 @@ def run_load(uri: str, jobs: int, overrides: Sequence[str] = (), train: int = 0,
     ]
     for worker in workers:
         worker.start()
-    barrier.wait(timeout=600)  # every job is ready: go
-    started = time.time()
+    began_training = time.time()
     trainings = [
         _start_training(i, uri, experiment, results, train_overrides) for i in range(train)
     ]
+    _await_training_runs(uri, experiment_id, trainings, began_training)
+    barrier.wait(timeout=600)  # every job is ready, every training run open: go
+    started = time.time()
     for worker in workers:
         worker.join()
     replay_seconds = time.time() - started
     for process in trainings:
         process.wait()
-    wall = time.time() - started
+    wall = time.time() - started  # from the replay's start to the last training's end
 
     outcomes, problems = [], []
     for job, worker in enumerate(workers):
@@ -514,8 +543,10 @@ def run_load(uri: str, jobs: int, overrides: Sequence[str] = (), train: int = 0,
             problems.append(f"job {job} ended (exit {worker.exitcode}) without a result")
     timed = sorted((seconds, name) for o in outcomes for name, seconds in o["calls"])
     statuses: Counter[str] = Counter()
+    broken: Counter[str] = Counter()
     for outcome in outcomes:
         statuses.update(outcome["statuses"])
+        broken.update(outcome["broken"])
     reading = time.time()
     client = MlflowClient(uri)
     # MLflow looks a logged model named like an artifact folder ("generator") up through the
@@ -550,11 +581,13 @@ def run_load(uri: str, jobs: int, overrides: Sequence[str] = (), train: int = 0,
         "slowest_call": {"name": timed[-1][1], "seconds": round(timed[-1][0], 2)},
         "retries": sum(o["retries"] for o in outcomes),
         "http_errors": {code: n for code, n in sorted(statuses.items()) if code >= "400"},
+        "retried_connections": dict(broken),
         "failed_calls": sum(len(o["errors"]) for o in outcomes),
         "runs_finished": finished,
         "training": training,
         "wall_seconds": round(wall, 2),
-        "prepare_seconds": round(started - began, 2),
+        "training_opened_seconds": round(started - began_training, 2),
+        "prepare_seconds": round(began_training - began, 2),
         "read_back_seconds": round(time.time() - reading, 2),
         "replay_wall_seconds": round(replay_seconds, 2),
         "problems": problems,
