@@ -223,7 +223,9 @@ def train(
                 run.log_artifact(hydra_dir, "hydra")
             run.log_metrics(names.sectioned({"train_seconds": seconds}), step=settings.train.epochs)
             run.describe(describe({**evaluator.latest, "seconds": seconds}))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
+        # Stopped from outside: Ctrl-C, SIGTERM, or submitit's exit after it requeued a SLURM
+        # job at its time limit (which also SIGTERMs it): resume=true continues the run.
         run.end("KILLED")
         raise
     except BaseException as error:
