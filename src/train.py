@@ -212,8 +212,12 @@ def train(
                 run.log_artifact(hydra_dir, "hydra")
             run.log_metrics(names.sectioned({"train_seconds": seconds}), step=settings.train.epochs)
             run.describe(describe({**evaluator.latest, "seconds": seconds}))
-    except KeyboardInterrupt as error:
+    except (KeyboardInterrupt, SystemExit) as error:
+        # Stopped from outside: Ctrl-C, SIGTERM, or submitit's exit after it requeued a SLURM
+        # job at its time limit (which also SIGTERMs it): resume=true continues the run.
         run.end("KILLED")
+        if isinstance(error, SystemExit):
+            raise
         done = _epochs_done(checkpoint)
         raise signals.Stopped(
             f"{name} KILLED after epoch {done}; the same command with resume=true continues it",
