@@ -4,8 +4,8 @@ command line, ``python -m src.train --multirun hydra/launcher=slurm ...``, as a 
 
 - a sweep as a job array, logging to a real ``mlflow server``: every run FINISHED, one sweep id,
   the report;
-- a job that runs into its time limit: SLURM's USR2 ``signal_delay_s`` before it, and the run
-  ends FAILED with a failure_reason, its checkpoint kept;
+- a job that runs into its time limit: SLURM's USR2 before it, and the run ends FAILED with a
+  failure_reason, its checkpoint kept;
 - with ``max_num_timeout`` above 0 and ``resume=true`` the job is requeued and finishes in the
   same MLflow run, each epoch logged once;
 - ``scancel`` of a running job: SIGTERM, the run ends KILLED.
@@ -68,6 +68,23 @@ def slurm(cluster, monkeypatch):
     sbatch, for the jobs)."""
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
     return cluster
+
+
+@pytest.fixture
+def start_sweep(slurm):
+    """``start_cli`` for sweeps a test starts in the background; one still running when the test
+    ends (it failed) is killed, since without accounting it could wait for its jobs forever."""
+    started = []
+
+    def start(*args: str, log: Path) -> subprocess.Popen:
+        started.append(start_cli(*args, log=log))
+        return started[-1]
+
+    yield start
+    for driver in started:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=30)
 
 
 def _isolated(tmp: Path, uri: str) -> list[str]:
@@ -208,13 +225,15 @@ def test_sweep_runs_as_a_slurm_array_and_logs_to_a_server(slurm, mlflow_server, 
 # --- 2: the time limit ------------------------------------------------------------------------
 
 
-def test_a_job_past_its_time_limit_ends_failed_and_keeps_its_checkpoint(slurm, tmp_path):
+def test_a_job_past_its_time_limit_ends_failed_and_keeps_its_checkpoint(
+    slurm, start_sweep, tmp_path
+):
     """timeout_min=1 and signal_delay_s=10: slurmctld checks limits every 30 s and sends USR2
     at the first check within signal_delay_s + 30 s of the limit, so 20-50 s into the job.
     submitit's handler raises in the training loop; with max_num_timeout=0 nothing requeues."""
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     log = tmp_path / "driver"
-    driver = start_cli(*SLURM, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10",
+    driver = start_sweep(*SLURM, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10",
                        *LONG, *_isolated(tmp_path, uri), log=log)  # fmt: skip
     status, out, err = _finish(driver, log, timeout=240)
     logs = _logs(tmp_path)
@@ -242,14 +261,14 @@ def test_a_job_past_its_time_limit_ends_failed_and_keeps_its_checkpoint(slurm, t
 # --- 3: requeued after a timeout, resumed in the same run ---------------------------------------
 
 
-def test_a_requeued_job_resumes_its_run_and_finishes_it(slurm, tmp_path):
+def test_a_requeued_job_resumes_its_run_and_finishes_it(slurm, start_sweep, tmp_path):
     """max_num_timeout=1 and resume=true. The timeout signal, USR2, is sent with ``scancel
     --signal=USR2`` (as submitit's own ``SlurmJob._interrupt(timeout=True)`` does) once an epoch
     is checkpointed: SLURM's own comes at a time only known to +-30 s (test above)."""
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     log = tmp_path / "driver"
     epochs = 6
-    driver = start_cli(*SLURM, "hydra.launcher.timeout_min=5", "hydra.launcher.max_num_timeout=1",
+    driver = start_sweep(*SLURM, "hydra.launcher.timeout_min=5", "hydra.launcher.max_num_timeout=1",
                        "resume=true", "data.limit=4096", f"train.epochs={epochs}",
                        "eval.samples=500", "eval.every_epochs=100", *_isolated(tmp_path, uri),
                        log=log)  # fmt: skip
@@ -284,14 +303,14 @@ def test_a_requeued_job_resumes_its_run_and_finishes_it(slurm, tmp_path):
 # --- 4: scancel ---------------------------------------------------------------------------------
 
 
-def test_scancel_ends_the_run_killed(slurm, tmp_path):
+def test_scancel_ends_the_run_killed(slurm, start_sweep, tmp_path):
     """scancel sends SIGTERM (then SIGKILL after KillWait, 30 s): src/signals.py turns it into an
     interrupt inside training and the run ends KILLED, its checkpoint kept. The job leaves no
     result, and without accounting storage submitit cannot learn that the job is CANCELLED:
     the driver waits until it is stopped (as a user would, Ctrl-C; here SIGTERM)."""
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     log = tmp_path / "driver"
-    driver = start_cli(*SLURM, "hydra.launcher.timeout_min=5", *LONG, *_isolated(tmp_path, uri),
+    driver = start_sweep(*SLURM, "hydra.launcher.timeout_min=5", *LONG, *_isolated(tmp_path, uri),
                        log=log)  # fmt: skip
     job = _job_id(slurm)
     wait_for_checkpoint(tmp_path / "checkpoints", driver, epoch=1)
