@@ -20,6 +20,7 @@ from urllib.parse import quote, urlparse
 SQLITE_PREFIX = "sqlite:///"
 REACH_TIMEOUT_SECONDS = 5.0
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` (and a bare `mlflow ui`) serve sqlite
+FAILURE_TAG = "failure_reason"  # why a FAILED run failed
 DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in mlflow ui (markdown)
 DIGEST_LIMIT = 36  # MLflow's longest dataset digest (mlflow.utils.validation)
 MAX_TAG_LENGTH = 8000  # MLflow's longest tag value (mlflow.utils.validation), descriptions too
@@ -429,6 +430,8 @@ def reopen_run(uri: str, run_id: str) -> Run:
     metric and image steps it has already."""
     client = open_client(uri)
     client.update_run(run_id, status="RUNNING")
+    if FAILURE_TAG in client.get_run(run_id).data.tags:  # a failure resume=true has got past
+        client.delete_tag(run_id, FAILURE_TAG)
     return Run(client, run_id, logged_steps(client, run_id))
 
 

@@ -226,7 +226,7 @@ def train(
     except BaseException as error:
         if tracking.is_outage(error):
             raise _outage(run, name, uri, outage, _epochs_done(checkpoint)) from None
-        run.set_tag("failure_reason", f"{type(error).__name__}: {error}"[:5000])
+        run.set_tag(tracking.FAILURE_TAG, f"{type(error).__name__}: {error}"[:5000])
         run.end("FAILED")
         raise
     run.end("FINISHED")
@@ -249,7 +249,7 @@ def _outage(run: Any, name: str, uri: str, seconds: float, done: int) -> trackin
     retries, to mark the run FAILED, and the line that says what happened and what to do."""
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     try:
-        run.set_tag("failure_reason", f"tracking server unreachable for over {seconds:.0f} s")
+        run.set_tag(tracking.FAILURE_TAG, f"tracking server unreachable for over {seconds:.0f} s")
         run.end("FAILED")
         shown = "FAILED"
     except Exception:

@@ -228,6 +228,7 @@ def test_server_restart_within_the_limit_loses_nothing_and_beyond_it_stops_the_r
     assert sorted(finished) == ["nearest-s0", "nearest-s1"]
     assert {run.info.status for run in finished.values()} == {"FINISHED"}
     assert finished["nearest-s1"].info.run_id == at_stop["brief"]["run_id"]
+    assert not [run for run in finished.values() if "failure_reason" in run.data.tags]
     for name in finished:
         assert not _twice(steps[name]), (name, _twice(steps[name]))
         assert steps[name]["loss/d_loss"] == [1, 2, 3, 4]
