@@ -34,7 +34,7 @@ ALL_UPSAMPLERS := $(shell ls conf/upsampler | sed -n 's/\.yaml$$//p' | paste -sd
 # Sweep to report with `make report` (default: the latest sweep in the store)
 SWEEP ?=
 
-.PHONY: install sweep sweep-all report bench bench-scaling train test test-fast lint format ui server clean
+.PHONY: install sweep sweep-all report bench bench-scaling train test test-fast test-infra lint format ui server clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -72,11 +72,14 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint  ## lint, then the test suite
-	$(PY) -m pytest
+test: lint  ## lint, then the test suite but the infrastructure tier (about 12 min on 2 cores)
+	$(PY) -m pytest -m "not infra"
 
-test-fast: lint  ## lint, then the tests not marked slow (no real training runs; under a minute)
-	$(PY) -m pytest -m "not slow"
+test-infra: $(STAMP)  ## the infrastructure tier: real SLURM, PostgreSQL, server restarts, killed sweeps
+	$(PY) -m pytest -m infra
+
+test-fast: lint  ## lint, then the tests not marked slow (no real training runs; under 90 s)
+	$(PY) -m pytest -m "not slow and not infra"
 
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000 for this project's runs (SWEEP=<id>: its runs)
 	@MLFLOW_TRACKING_URI= $(PY) -m src.links $(SWEEP)

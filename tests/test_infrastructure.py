@@ -20,7 +20,7 @@ from conftest import ROOT, cli_env, free_port, run_cli, serving, start_cli, wait
 from helpers import image_steps, only_run, sqlite_uri, training_runs
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.infra]  # make test-infra
 
 TINY = ["data.limit=512", "eval.samples=200", "eval.every_epochs=1"]
 

@@ -21,7 +21,7 @@ from conftest import free_port, serving
 from src.logging_load import EPOCH_METRICS, QUALITY_METRICS, eval_steps, run_load
 from src.postgres import bin_dir, throwaway_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.infra]  # make test-infra
 
 JOBS = 16
 TRAIN = ("train.epochs=2", "data.limit=512", "eval.samples=500")

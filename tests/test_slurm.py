@@ -31,7 +31,7 @@ from conftest import free_port, run_cli, serving, start_cli, wait_for_checkpoint
 from mlflow.tracking import MlflowClient
 from slurm_cluster import SlurmCluster, missing
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.infra]  # make test-infra
 
 EXPERIMENT = "upsamplers"
 # Each job one core (the node has this machine's 2) and little memory.
