@@ -361,6 +361,7 @@ def _summaries(*models: Any) -> str:
 def _save_models(run: Any, output_dir: Path, *models: Any) -> None:
     from src.networks import portable
 
+    output_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it; a direct train(cfg) may not
     for model, name in zip(models, ("generator", "discriminator"), strict=True):
         path = output_dir / f"{name}.keras"
         portable(model).save(path)  # loadable by any Keras, without this project's code
