@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 # Keys that do not change what is trained: where things are written and how the run is driven.
-IGNORED_KEYS = ("paths", "resume", "train.verbose")
+IGNORED_KEYS = ("paths", "resume", "sweep", "train.verbose")
 STATE_FILE = "state.json"
 
 

@@ -13,9 +13,7 @@ from src.schema import project_root
 def experiment_link(uri: str, experiment: str, sweep_id: str | None = None) -> str:
     """What to open for ``experiment`` in the store ``uri``: its link, or a line saying why
     there is none yet."""
-    from mlflow.tracking import MlflowClient
-
-    found = MlflowClient(uri).get_experiment_by_name(experiment)
+    found = tracking.open_client(uri).get_experiment_by_name(experiment)
     if found is None:
         return f"no experiment {experiment!r} in {uri} yet: run `make sweep` or `make train` first"
     link = tracking.experiment_link(uri, found.experiment_id, sweep_id)

@@ -1,4 +1,5 @@
-"""What each number is called in MLflow: metrics as ``<section>/<name>``, constants as tags.
+"""What each run and number is called in MLflow: runs as ``<upsampler>-s<seed>``, metrics as
+``<section>/<name>``, constants as tags.
 
 mlflow ui groups a run's charts into sections by the prefix before ``/`` in a metric's name, so
 the prefix says what a chart is about. Numbers that never change during a run (sizes, FLOPs,
@@ -43,3 +44,8 @@ def real_tags(summary: Mapping[str, float]) -> dict[str, str]:
     return {
         REAL_PREFIX + key.removeprefix("real_"): f"{value:.6g}" for key, value in summary.items()
     }
+
+
+def run_name(settings: Any) -> str:
+    """Run names encode the variant and the seed: ``<upsampler>-s<seed>``."""
+    return f"{settings.upsampler.name}-s{settings.seed}"

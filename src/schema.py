@@ -8,6 +8,8 @@ TensorFlow import.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,30 @@ class ConfigError(ValueError):
 def project_root() -> str:
     """Absolute path of the checkout (the folder holding ``src/``), whatever the working dir."""
     return str(Path(__file__).resolve().parent.parent)
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # safe in run names, folder names and filters
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Fail early, in one line, when ``folder`` (the config's ``key``) cannot be created or
+    written; folders made to find out are removed again (nothing is left by a bad input)."""
+    made = [path for path in (folder, *folder.parents) if not path.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write to {folder} ({error.strerror}); set {key} to a folder you can write"
+        ) from None
+    finally:
+        for path in made:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:
+                break
 
 
 def _require(ok: bool, message: str) -> None:
@@ -48,13 +74,22 @@ class UpsamplerConfig:
     icnr: bool = True
 
     def __post_init__(self) -> None:
-        from src.upsamplers import FACTORIES  # keras-free at import time
+        from src.upsamplers import FACTORIES, INTERPOLATIONS  # keras-free at import time
 
+        _require(
+            NAME_PATTERN.fullmatch(self.name) is not None,
+            f"upsampler.name={self.name!r} names runs and folders: use letters, digits, _ . -",
+        )
         _require(
             self.factory in FACTORIES,
             f"upsampler.factory={self.factory!r} is unknown; use one of {sorted(FACTORIES)}",
         )
         _require(self.kernel_size >= 1, "upsampler.kernel_size must be >= 1")
+        _require(
+            self.interpolation in INTERPOLATIONS,
+            f"upsampler.interpolation={self.interpolation!r} is not one of Keras' UpSampling2D "
+            f"interpolations {list(INTERPOLATIONS)}",
+        )
 
 
 @dataclass
@@ -158,9 +193,17 @@ class TrackingConfig:
     sample_count: int = 48
     sample_columns: int = 12
     sample_zoom: int = 4
+    outage_seconds: float = 240.0
 
     def __post_init__(self) -> None:
+        from src.tracking import LONGEST_OUTAGE
+
         _require(bool(self.experiment.strip()), "tracking.experiment must not be empty")
+        _require(
+            0 < self.outage_seconds <= LONGEST_OUTAGE,
+            f"tracking.outage_seconds={self.outage_seconds} must be in (0, {LONGEST_OUTAGE:.0f}]"
+            " (MLflow's retries cover at most that)",
+        )
         _require(self.sample_count >= 1, "tracking.sample_count must be >= 1")
         _require(self.sample_zoom >= 1, "tracking.sample_zoom must be >= 1")
         _require(self.sample_columns >= 0, "tracking.sample_columns must be >= 0 (0: square)")
@@ -183,6 +226,17 @@ class ReportConfig:
 
 
 @dataclass
+class SweepConfig:
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.id is None or NAME_PATTERN.fullmatch(self.id) is not None,
+            f"sweep.id={self.id!r} is not a sweep id (they look like 2026-11-26_06-53-11-0a1b2c)",
+        )
+
+
+@dataclass
 class Config:
     upsampler: UpsamplerConfig = MISSING
     data: DataConfig = MISSING
@@ -193,6 +247,7 @@ class Config:
     eval: EvalConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0
     resume: bool = False
 
@@ -203,6 +258,13 @@ class Config:
             f"{2 * self.generator.base_size}px, but data.image_size={self.data.image_size}",
         )
         _require(self.seed >= 0, f"seed={self.seed} must be >= 0")
+        # A batch larger than the training set would silently shrink to it: refused instead,
+        # so the logged train.batch_size is the one trained with.
+        _require(
+            self.data.limit is None or self.data.limit >= self.train.batch_size,
+            f"train.batch_size={self.train.batch_size} is larger than the {self.data.limit} "
+            "training images of data.limit; lower train.batch_size or raise data.limit",
+        )
 
 
 GROUP_SCHEMAS: dict[str, type] = {
@@ -215,7 +277,12 @@ GROUP_SCHEMAS: dict[str, type] = {
     "eval": EvalConfig,
 }
 
-NESTED_SCHEMAS: dict[str, type] = {**GROUP_SCHEMAS, "paths": PathsConfig, "report": ReportConfig}
+NESTED_SCHEMAS: dict[str, type] = {
+    **GROUP_SCHEMAS,
+    "paths": PathsConfig,
+    "report": ReportConfig,
+    "sweep": SweepConfig,
+}
 
 
 def register() -> None:

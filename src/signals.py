@@ -13,6 +13,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt."""
 
 
+class Stopped(KeyboardInterrupt):
+    """A run ended KILLED by an interrupt; the message is the one line the user sees."""
+
+    def __init__(self, message: str, cause: KeyboardInterrupt):
+        super().__init__(message)
+        self.cause = cause
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated(f"signal {signum}")
 
@@ -44,4 +52,5 @@ def sigterm_raises() -> Iterator[None]:
 def exit_status(error: KeyboardInterrupt) -> int:
     """The shell's status for a process ended by this interrupt: 143 for SIGTERM, 130 for
     Ctrl-C (128 + the signal's number)."""
-    return 128 + (signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT)
+    cause = error.cause if isinstance(error, Stopped) else error
+    return 128 + (signal.SIGTERM if isinstance(cause, Terminated) else signal.SIGINT)

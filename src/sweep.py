@@ -27,6 +27,7 @@ WORKERS_LOG = "workers.log"  # the joblib workers' output while they warm up, in
 
 _active: SweepCallback | None = None  # the sweep this process drives, for an interrupted end
 _started = False  # whether Hydra got as far as starting a sweep (its config composed)
+_driver_lock: Any = None  # the sweep folder's lock while this process drives it
 
 
 def job_sweep_id(hydra_cfg: Any) -> str | None:
@@ -57,13 +58,17 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-def job_settings(config: DictConfig, config_name: str | None, overrides: list[str]) -> Any:
+def job_settings(config: DictConfig, config_name: str | None, overrides: list[str],
+                 with_key: bool = False) -> Any:  # fmt: skip
     """One job's validated settings, resolved as the job will resolve them (raises
-    ``src.schema.ConfigError``, or Hydra's errors for an unknown key or option)."""
+    ``src.schema.ConfigError``, or Hydra's errors for an unknown key or option); with
+    ``with_key``, also its checkpoint key (``(settings, key)``)."""
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
 
     from src import schema
+    from src.checkpoint import run_key
+    from src.names import run_name
 
     # Defaults that depend on the launcher (train.threads) read the Hydra config: resolve them
     # against the multirun's, then put back what was there (as Hydra's own `--cfg` does).
@@ -72,7 +77,10 @@ def job_settings(config: DictConfig, config_name: str | None, overrides: list[st
     instance.set_config(config)
     try:
         cfg = compose(config_name or "config", [*overrides, "paths.output_dir=."])
-        return schema.to_settings(cfg)
+        settings = schema.to_settings(cfg)
+        if not with_key:
+            return settings
+        return settings, run_key(run_name(settings), OmegaConf.to_container(cfg, resolve=True))
     finally:
         instance.cfg = previous
         OmegaConf.set_readonly(config.hydra, None)
@@ -107,21 +115,22 @@ class SweepCallback(Callback):
     def _start(self, config: DictConfig, config_name: str | None) -> None:
         global _active
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        marker = sweep_dir / SWEEP_ID_FILE
-        if not marker.is_file():
-            marker.write_text(f"{sweep_dir.name}-{secrets.token_hex(3)}\n")
-        self.sweep_id = marker.read_text().strip()
+        global _driver_lock
+        _driver_lock = _claim(sweep_dir)  # held by this process, not pickled with the callback
         self.uri = tracking.resolve_uri(config.tracking.uri, config.paths.root)
+        tracking.limit_outages(config.tracking.outage_seconds)
         self.experiment = config.tracking.experiment
         self.reports_dir = Path(config.paths.reports_dir)
         self.margins = dict(OmegaConf.to_container(config.report.margin))
         self.progress = Progress(sweep_dir)
         self.launcher = config.hydra.launcher
-        jobs = self._check_jobs(config, config_name)
+        jobs, keys = self._check_jobs(config, config_name)
         self.experiment_id = tracking.ensure_experiment(
             self.uri, self.experiment, config.tracking.artifact_location
         )
+        marker = sweep_dir / SWEEP_ID_FILE
+        self.sweep_id = self._identity(config, keys, marker)
+        marker.write_text(f"{self.sweep_id}\n")
         # From here on Ctrl-C or SIGTERM ends the sweep's runs KILLED (src/train.py: cli).
         _active = self
         self.previous_sigterm = signals.sigterm_as_interrupt()
@@ -135,20 +144,23 @@ class SweepCallback(Callback):
             flush=True,
         )
 
-    def _check_jobs(self, config: DictConfig, config_name: str | None) -> list[Any]:
-        """Every job's settings, validated now: a bad value stops the sweep before any work."""
+    def _check_jobs(self, config: DictConfig, config_name: str | None) -> tuple[list, list]:
+        """Every job's settings, validated now (a bad value stops the sweep before any work),
+        and each job's checkpoint key (src/checkpoint.py: run_key)."""
         from hydra.errors import HydraException
 
         from src import schema
 
-        jobs = []
+        jobs, keys = [], []
         every = job_overrides(config)
         for number, overrides in enumerate(every):
             try:
-                jobs.append(job_settings(config, config_name, overrides))
+                settings, key = job_settings(config, config_name, overrides, with_key=True)
             except (schema.ConfigError, HydraException) as error:
                 label = " ".join(_varying(every, overrides)) or str(number)
                 raise schema.ConfigError(f"job {label}: {schema.one_line(error)}") from None
+            jobs.append(settings)
+            keys.append(key)
         threads = sorted({job.train.threads for job in jobs})
         if launchers.shares_processes(self.launcher) and len(threads) > 1:
             raise schema.ConfigError(
@@ -157,7 +169,80 @@ class SweepCallback(Callback):
                 "time, or joblib's reused workers) share TensorFlow's threads: add "
                 "train.threads=1, or sweep deterministic and other runs separately"
             )
-        return jobs
+        for folder in {Path(job.paths.checkpoint_dir) for job in jobs}:
+            schema.check_writable(folder, "paths.checkpoint_dir")
+        if self.report:
+            schema.check_writable(self.reports_dir, "paths.reports_dir")
+        return jobs, keys
+
+    def _identity(self, config: DictConfig, keys: list[str], marker: Path) -> str:
+        """The sweep's id: ``sweep.id`` when given (the sweep to continue), else with
+        ``resume=true`` the sweep the jobs' earlier runs belong to, else the one already in
+        ``marker`` (a sweep folder used again), else a new one."""
+        from src import schema
+
+        named = OmegaConf.select(config, "sweep.id")
+        resume = bool(OmegaConf.select(config, "resume"))
+        if named:
+            if not resume:
+                raise schema.ConfigError(f"sweep.id={named} continues a sweep: add resume=true")
+            self._check_grid(named, keys)
+            print(f"continuing sweep {named}", flush=True)
+            return named
+        if resume:
+            found = self._earlier_sweeps(config, keys)
+            if len(found) > 1:
+                raise schema.ConfigError(
+                    f"this grid's earlier runs belong to sweeps {', '.join(sorted(found))}; "
+                    "name the one to continue with sweep.id=<id>"
+                )
+            if found:
+                print(f"continuing sweep {next(iter(found))}", flush=True)
+                return next(iter(found))
+        if marker.is_file():
+            return marker.read_text().strip()
+        return f"{marker.parent.name}-{secrets.token_hex(3)}"
+
+    def _check_grid(self, sweep_id: str, keys: list[str]) -> None:
+        """``sweep_id`` exists in the store and every config it ran is in this grid."""
+        from src import schema
+
+        runs = tracking.open_client(self.uri).search_runs(
+            [self.experiment_id], filter_string=f"tags.sweep_id = '{sweep_id}'"
+        )
+        if not runs:
+            raise schema.ConfigError(
+                f"sweep.id={sweep_id}: no runs of that sweep in {self.uri} ({self.experiment})"
+            )
+        # Training runs carry their checkpoint folder, named by their key; the report run none.
+        ran = {
+            Path(run.data.tags["checkpoint"]).name for run in runs if "checkpoint" in run.data.tags
+        }
+        missing = sorted(ran - set(keys))
+        if missing:
+            raise schema.ConfigError(
+                f"sweep {sweep_id} ran {len(missing)} config(s) this grid does not have (such as "
+                f"{missing[0]}); give the upsamplers, seeds and overrides it was started with"
+            )
+
+    def _earlier_sweeps(self, config: DictConfig, keys: list[str]) -> set[str]:
+        """The sweep ids of the runs this grid's checkpoints name."""
+        from src.checkpoint import Checkpoint
+
+        client = tracking.open_client(self.uri)
+        found = set()
+        folder = Path(config.paths.checkpoint_dir)
+        for key in keys:
+            state = Checkpoint(folder / key).read()
+            if state is None:
+                continue
+            try:
+                tags = client.get_run(state.run_id).data.tags
+            except Exception:  # a run deleted from the store, or another store's: starts anew
+                continue
+            if "sweep_id" in tags:
+                found.add(tags["sweep_id"])
+        return found
 
     def _prepare(self, jobs: list[Any], sweep_dir: Path) -> list[int]:
         """Data cache, classifier and reference for each data version the jobs use, once: in
@@ -189,13 +274,11 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """One line per run, the report, and the exit status."""
         global _active
-        from mlflow.tracking import MlflowClient
-
         from src.report import REPORT_TAG, build_report
 
         _active = None
         signals.restore(getattr(self, "previous_sigterm", None))
-        runs = MlflowClient(self.uri).search_runs(
+        runs = tracking.open_client(self.uri).search_runs(
             [self.experiment_id],
             filter_string=f"tags.sweep_id = '{self.sweep_id}'",
             order_by=["attributes.start_time ASC"],
@@ -228,6 +311,30 @@ class SweepCallback(Callback):
             sys.exit(f"error: {len(unfinished)} run(s) did not finish: {', '.join(unfinished)}")
 
 
+def _claim(sweep_dir: Path) -> Any:
+    """Hold ``<sweep dir>/.driver.lock`` while this process drives the sweep: a second sweep
+    started in the same second would get the same folder (and job folders), and is refused."""
+    from filelock import FileLock, Timeout
+
+    from src import schema
+
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise schema.ConfigError(
+            f"cannot create the sweep folder {sweep_dir} ({error.strerror}); set hydra.sweep.dir"
+        ) from None
+    lock = FileLock(sweep_dir / ".driver.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise schema.ConfigError(
+            f"another sweep is running in {sweep_dir} (started in the same second); start this "
+            "one again, or give it its own hydra.sweep.dir"
+        ) from None
+    return lock
+
+
 def _varying(every: list[list[str]], overrides: list[str]) -> list[str]:
     """The overrides of one job whose key takes more than one value across the sweep: what
     tells this job from the others."""
@@ -254,9 +361,7 @@ def end_interrupted_sweep() -> str | None:
             f"sweep {_active.sweep_id} interrupted: its submitted jobs go on and log their runs; "
             f"`make report SWEEP={_active.sweep_id}` reports them later"
         )
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(_active.uri)
+    client = tracking.open_client(_active.uri)
     killed = []
     for run_id in _active.progress.open_runs():
         if client.get_run(run_id).info.status == "RUNNING":

@@ -6,12 +6,13 @@ stores or tests can share one process.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -19,13 +20,31 @@ from urllib.parse import quote, urlparse
 SQLITE_PREFIX = "sqlite:///"
 REACH_TIMEOUT_SECONDS = 5.0
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` (and a bare `mlflow ui`) serve sqlite
+FAILURE_TAG = "failure_reason"  # why a FAILED run failed
 DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in mlflow ui (markdown)
 DIGEST_LIMIT = 36  # MLflow's longest dataset digest (mlflow.utils.validation)
 MAX_TAG_LENGTH = 8000  # MLflow's longest tag value (mlflow.utils.validation), descriptions too
+# MLflow retries each HTTP request with exponential backoff (urllib3's Retry): at most this many
+# retries (mlflow.environment_variables._MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT) and at most
+# BACKOFF_CAP seconds between two of them (urllib3's Retry.DEFAULT_BACKOFF_MAX).
+MAX_RETRIES = 10
+BACKOFF_CAP = 120.0
+LONGEST_OUTAGE = BACKOFF_CAP * (MAX_RETRIES - 1)  # every wait at the cap: 1080 s
+# What a process that migrates a fresh sqlite store says when another process migrates it at
+# the same moment (alembic, seen with MLflow 3.17): the other one wins and the store is fine.
+MIGRATION_RACE = ("No such index", "duplicate column name", "already exists", "database is locked")
+MIGRATION_ATTEMPTS = 5
+# A lost race to insert a row, as the databases word it (lower case): sqlite's "UNIQUE constraint
+# failed", PostgreSQL's "duplicate key value violates unique constraint", MySQL's "Duplicate entry"
+RACED_INSERT = ("unique constraint", "duplicate entry", "duplicate key")
 
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message says what to do."""
+
+
+class TrackingOutage(TrackingError):
+    """The tracking server stayed unreachable for longer than ``tracking.outage_seconds``."""
 
 
 def resolve_uri(uri: str | None, root: str | Path) -> str:
@@ -43,8 +62,17 @@ def default_artifact_location(uri: str, artifact_location: str | None) -> str | 
 
 
 def check_reachable(uri: str) -> None:
-    """Fail fast, with a one-line message, when the store cannot be written or reached."""
-    scheme = urlparse(uri).scheme
+    """Fail fast, with a one-line message, when the store cannot be used: a scheme MLflow has
+    no store for, a sqlite folder that cannot be created, a server or database that does not
+    answer. A fresh sqlite store is created here, once (:func:`open_client`)."""
+    from mlflow.utils.uri import get_uri_scheme
+
+    scheme = get_uri_scheme(uri)
+    if scheme not in usable_schemes():
+        raise TrackingError(
+            f"tracking.uri={uri}: MLflow has no tracking store for '{scheme}:' URIs; use "
+            "sqlite:///<file>, http(s)://<server> or a database URL (postgresql://, mysql://)"
+        )
     if uri.startswith(SQLITE_PREFIX):
         folder = Path(uri[len(SQLITE_PREFIX) :]).parent
         try:
@@ -61,6 +89,116 @@ def check_reachable(uri: str) -> None:
                 f"tracking server {uri} is unreachable ({type(error).__name__}); "
                 "start it (make server) or set tracking.uri"
             ) from error
+    elif scheme not in ("", "file"):  # a database: connecting tells whether it can be used
+        try:
+            open_client(uri).search_experiments(max_results=1)
+        except Exception as error:
+            first = (str(error).splitlines() or [""])[0][:300]
+            raise TrackingError(
+                f"cannot open the tracking store {_without_password(uri)} "
+                f"({type(error).__name__}: {first}); check tracking.uri"
+            ) from None
+
+
+def usable_schemes() -> set[str]:
+    """The URI schemes MLflow has a tracking store for (its own registry's), databases by
+    their engine (``postgresql+psycopg2`` is ``postgresql``)."""
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    return set(_tracking_store_registry._registry)
+
+
+def _without_password(uri: str) -> str:
+    parts = urlparse(uri)
+    if parts.password:
+        return uri.replace(f":{parts.password}@", ":***@")
+    return uri
+
+
+_opened: set[str] = set()  # sqlite stores this process has created or found ready
+
+
+def open_client(uri: str) -> Any:
+    """An ``MlflowClient`` for ``uri``. A sqlite store is created and migrated at the first
+    use in this process under a file lock beside the database (``<db>.lock``), so harness
+    processes that start together on a new store take turns; a process outside the harness
+    migrating it at the same moment makes alembic fail in one of them, which is retried."""
+    from mlflow.tracking import MlflowClient
+
+    if not uri.startswith(SQLITE_PREFIX) or uri in _opened:
+        return MlflowClient(tracking_uri=uri)
+    from filelock import FileLock
+
+    database = Path(uri[len(SQLITE_PREFIX) :])
+    with FileLock(f"{database}.lock"):
+        for attempt in range(MIGRATION_ATTEMPTS):
+            try:
+                client = MlflowClient(tracking_uri=uri)
+                client.search_experiments(max_results=1)  # creates and migrates the store
+                break
+            except Exception as error:
+                if attempt == MIGRATION_ATTEMPTS - 1 or not _migration_race(error):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+    _opened.add(uri)
+    return client
+
+
+def _migration_race(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is alembic meeting another process's migration."""
+    while error is not None:
+        if any(text in str(error) for text in MIGRATION_RACE):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def outage_schedule(seconds: float) -> tuple[int, float, float]:
+    """MLflow's retry settings that keep a request trying through an outage of ``seconds``:
+    ``(retries, backoff factor, seconds covered)``, the schedule whose cover (the time to its
+    last retry) is the shortest at least ``seconds`` long, up to ``LONGEST_OUTAGE``. urllib3
+    waits 0, 2f, 4f, ... seconds before the retries, each at most ``BACKOFF_CAP``; MLflow adds
+    up to 1 s of jitter to each. MLflow's default (7 retries, f = 2) covers 244 s."""
+    # Shortest cover first; of equal covers, the most retries: a server back sooner is noticed
+    # sooner.
+    schedules = [
+        (_covered(retries, factor), -retries, float(factor))
+        for retries in range(1, MAX_RETRIES + 1)
+        for factor in range(1, int(BACKOFF_CAP) + 1)
+    ]
+    covered, retries, factor = min(
+        (item for item in schedules if item[0] >= seconds), default=max(schedules)
+    )
+    return -retries, factor, float(covered)
+
+
+def _covered(retries: int, factor: float) -> float:
+    return sum(min(BACKOFF_CAP, factor * 2 ** (k - 1)) for k in range(2, retries + 1))
+
+
+def limit_outages(seconds: float) -> float:
+    """Make this process's MLflow requests retry through an outage of ``seconds`` and no
+    longer (environment variables MLflow reads on each request); returns the seconds covered."""
+    retries, factor, covered = outage_schedule(seconds)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(int(factor))
+    return covered
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` is MLflow giving up on a server that does not answer (connection
+    refused or reset, or a 5xx) after its retries."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, requests.ConnectionError):
+        return True
+    text = str(error)
+    return (
+        isinstance(error, MlflowException)
+        and text.startswith("API request to")
+        and ("Max retries exceeded" in text or "Connection" in text or "too many" in text)
+    )
 
 
 def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> str:
@@ -69,10 +207,9 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> str
     Call it once before a parallel sweep starts: fresh sqlite stores race on schema creation.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     check_reachable(uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
@@ -163,20 +300,29 @@ def git_state(root: str | Path) -> tuple[str, bool]:
 
 @dataclass
 class Run:
-    """An open MLflow run and the client that writes to it."""
+    """An open MLflow run and the client that writes to it.
+
+    ``logged`` holds the (key, step) pairs of metrics and images the run already has when it is
+    resumed: those are not logged again, so a run killed after logging an epoch and before
+    checkpointing it, and resumed, has each step once (the first attempt's values).
+    """
 
     client: Any
     run_id: str
+    logged: set[tuple[str, int]] = field(default_factory=set)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Log several metrics at one step in a single request."""
+        """Log several metrics at one step in a single request (those not logged yet)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(
-            self.run_id,
-            metrics=[Metric(key, float(value), now, step) for key, value in metrics.items()],
-        )
+        fresh = [
+            Metric(key, float(value), now, step)
+            for key, value in metrics.items()
+            if (key, step) not in self.logged
+        ]
+        if fresh:
+            self.client.log_batch(self.run_id, metrics=fresh)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params (MLflow stores them as strings)."""
@@ -187,7 +333,10 @@ class Run:
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_image(self, image: Any, key: str, step: int) -> None:
-        """An image under ``key`` at ``step`` (the UI shows a step slider per key)."""
+        """An image under ``key`` at ``step`` (the UI shows a step slider per key), unless the
+        run has it already."""
+        if (key, step) in self.logged:
+            return
         self.client.log_image(self.run_id, image, key=key, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
@@ -235,8 +384,8 @@ class Run:
             self.client.log_inputs(self.run_id, datasets=given)
         except MlflowException as error:
             # Parallel jobs logging the same new dataset race on MLflow's insert of its row
-            # (UNIQUE constraint on experiment, name, digest); once it exists, linking works.
-            if "UNIQUE constraint" not in str(error) and "Duplicate" not in str(error):
+            # (unique on experiment, name, digest); once it exists, linking works.
+            if not any(words in str(error).lower() for words in RACED_INSERT):
                 raise
             self.client.log_inputs(self.run_id, datasets=given)
 
@@ -269,9 +418,7 @@ class Run:
 
 def start_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, Any]) -> Run:
     """Open a new run in the experiment."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     run = client.create_run(
         experiment_id, run_name=name, tags={key: str(value) for key, value in tags.items()}
     )
@@ -279,9 +426,24 @@ def start_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, Any]) 
 
 
 def reopen_run(uri: str, run_id: str) -> Run:
-    """Continue an existing run (a resume): it is RUNNING again until ended."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
+    """Continue an existing run (a resume): it is RUNNING again until ended, and knows which
+    metric and image steps it has already."""
+    client = open_client(uri)
     client.update_run(run_id, status="RUNNING")
-    return Run(client, run_id)
+    if FAILURE_TAG in client.get_run(run_id).data.tags:  # a failure resume=true has got past
+        client.delete_tag(run_id, FAILURE_TAG)
+    return Run(client, run_id, logged_steps(client, run_id))
+
+
+def logged_steps(client: Any, run_id: str) -> set[tuple[str, int]]:
+    """Every (key, step) the run has logged: its metrics' histories and its step images
+    (``images/<key>+step+<step>+...``, the file names of ``MlflowClient.log_image``)."""
+    found = set()
+    for key in client.get_run(run_id).data.metrics:
+        found |= {(key, entry.step) for entry in client.get_metric_history(run_id, key)}
+    for item in client.list_artifacts(run_id, "images"):
+        name = item.path.rsplit("/", 1)[-1]
+        parts = name.split("+")
+        if len(parts) > 2 and parts[1] == "step" and parts[2].isdigit():
+            found.add((parts[0].replace("~", "/"), int(parts[2])))
+    return found

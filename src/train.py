@@ -34,16 +34,14 @@ VERSIONED_PACKAGES = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy")
 # few (README, "Reading the results in mlflow ui"). The run's config.yaml holds the whole config.
 LOGGED_PARAMS = ("seed", "train.threads")
 # Keys that say where to read or record, not what is trained: never params, even when set.
-NOT_PARAMS = ("paths", "tracking", "data.path", "resume", "train.verbose")
+NOT_PARAMS = ("paths", "tracking", "data.path", "resume", "sweep", "train.verbose")
+
+
+_task_started = False  # whether Hydra got as far as calling main (its folders exist by then)
 
 
 class TrainingDiverged(RuntimeError):
     """A loss or metric became NaN or Inf; the run is FAILED, its last good checkpoint kept."""
-
-
-def run_name(settings: schema.Config) -> str:
-    """Run names encode the variant and the seed: ``<upsampler>-s<seed>``."""
-    return f"{settings.upsampler.name}-s{settings.seed}"
 
 
 def latents(seed: int, count: int, latent_dim: int) -> Any:
@@ -52,19 +50,6 @@ def latents(seed: int, count: int, latent_dim: int) -> Any:
     import numpy as np
 
     return np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
-
-
-def check_writable(folder: Path) -> None:
-    """Fail early, in one line, when the run's output folder cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise schema.ConfigError(
-            f"cannot write to {folder} ({error.strerror}); set paths.output_dir or hydra.run.dir"
-        ) from None
 
 
 def installed(name: str) -> tuple[str, str] | None:
@@ -103,10 +88,13 @@ def train(
     settings = schema.to_settings(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     output_dir = Path(settings.paths.output_dir)
-    check_writable(output_dir)
+    schema.check_writable(output_dir, "hydra.run.dir (or paths.output_dir)")
+    for key in ("checkpoint_dir", "cache_dir"):
+        schema.check_writable(Path(getattr(settings.paths, key)), f"paths.{key}")
     uri = tracking.resolve_uri(settings.tracking.uri, settings.paths.root)
+    outage = tracking.limit_outages(settings.tracking.outage_seconds)
     tracking.check_reachable(uri)
-    name = run_name(settings)
+    name = names.run_name(settings)
     checkpoint = Checkpoint(Path(settings.paths.checkpoint_dir) / run_key(name, resolved))
     state = checkpoint.read() if settings.resume else None
     if state is not None and state.finished:
@@ -143,8 +131,9 @@ def train(
     gan.build_optimizers()
     first_epoch = 0
     if state is not None:
-        gan.load_weights(checkpoint.weights(state.epoch))
-        first_epoch = state.epoch
+        if state.epoch > 0:  # else it stopped before its first epoch: it starts over, in its run
+            gan.load_weights(checkpoint.weights(state.epoch))
+            first_epoch = state.epoch
         run = tracking.reopen_run(uri, state.run_id)
         print(f"{name}: resuming run {state.run_id} after epoch {first_epoch}")
     else:
@@ -190,7 +179,7 @@ def train(
         callbacks.append(EpochLine(progress, name, settings.train.epochs, logger, evaluator))
     try:
         with signals.sigterm_raises():
-            if state is None:
+            if first_epoch == 0:
                 _log_run_start(run, cfg, resolved, generator, discriminator)
                 run.log_dataset(train_images, dataset, _digest(train_images), Path(data.source))
                 run.describe(describe())
@@ -223,11 +212,21 @@ def train(
                 run.log_artifact(hydra_dir, "hydra")
             run.log_metrics(names.sectioned({"train_seconds": seconds}), step=settings.train.epochs)
             run.describe(describe({**evaluator.latest, "seconds": seconds}))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as error:
+        # Stopped from outside: Ctrl-C, SIGTERM, or submitit's exit after it requeued a SLURM
+        # job at its time limit (which also SIGTERMs it): resume=true continues the run.
         run.end("KILLED")
-        raise
+        if isinstance(error, SystemExit):
+            raise
+        done = _epochs_done(checkpoint)
+        raise signals.Stopped(
+            f"{name} KILLED after epoch {done}; the same command with resume=true continues it",
+            error,
+        ) from None
     except BaseException as error:
-        run.set_tag("failure_reason", f"{type(error).__name__}: {error}"[:5000])
+        if tracking.is_outage(error):
+            raise _outage(run, name, uri, outage, _epochs_done(checkpoint)) from None
+        run.set_tag(tracking.FAILURE_TAG, f"{type(error).__name__}: {error}"[:5000])
         run.end("FAILED")
         raise
     run.end("FINISHED")
@@ -237,6 +236,29 @@ def train(
     link = tracking.run_link(uri, experiment_id, run.run_id)
     return {"run_id": run.run_id, "name": name, "seconds": seconds, "status": "FINISHED",
             "link": link, **quality, **final}  # fmt: skip
+
+
+def _epochs_done(checkpoint: Checkpoint) -> int:
+    """The epochs of the run its checkpoint holds (what resume=true continues after)."""
+    state = checkpoint.read()
+    return state.epoch if state is not None else 0
+
+
+def _outage(run: Any, name: str, uri: str, seconds: float, done: int) -> tracking.TrackingOutage:
+    """The error that ends a run whose tracking server stayed away: one try, without
+    retries, to mark the run FAILED, and the line that says what happened and what to do."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        run.set_tag(tracking.FAILURE_TAG, f"tracking server unreachable for over {seconds:.0f} s")
+        run.end("FAILED")
+        shown = "FAILED"
+    except Exception:
+        shown = "RUNNING until resumed"
+    return tracking.TrackingOutage(
+        f"{name}: the tracking server {uri} did not answer for {seconds:.0f} s "
+        f"(tracking.outage_seconds); stopped after epoch {done} (its MLflow run shows {shown}), "
+        "checkpoint kept: once the server is back, the same command with resume=true continues it"
+    )
 
 
 def _log_run_start(run: Any, cfg: Any, resolved: dict, generator: Any, disc: Any) -> None:
@@ -339,6 +361,7 @@ def _summaries(*models: Any) -> str:
 def _save_models(run: Any, output_dir: Path, *models: Any) -> None:
     from src.networks import portable
 
+    output_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it; a direct train(cfg) may not
     for model, name in zip(models, ("generator", "discriminator"), strict=True):
         path = output_dir / f"{name}.keras"
         portable(model).save(path)  # loadable by any Keras, without this project's code
@@ -352,6 +375,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
     from src.sweep import job_sweep_id
 
+    global _task_started
+    _task_started = True
     hydra_cfg = HydraConfig.get()
     sweep_id = job_sweep_id(hydra_cfg)
     if sweep_id is None:
@@ -388,7 +413,7 @@ def _sweep_job(cfg: DictConfig, sweep_id: str, hydra_cfg: Any) -> dict[str, Any]
     with console.job_output(log) as terminal:
         name = f"job {job}"
         try:
-            name = run_name(schema.to_settings(cfg))
+            name = names.run_name(schema.to_settings(cfg))
             result = train(
                 cfg,
                 sweep_id=sweep_id,
@@ -416,13 +441,16 @@ def cli() -> None:
     except KeyboardInterrupt as error:
         # Ctrl-C or SIGTERM: the runs are KILLED (by train, or here for workers the launcher
         # killed first); one line instead of the traceback.
+        stopped = str(error) if isinstance(error, signals.Stopped) else None
         print(
-            sweep.end_interrupted_sweep()
-            or "interrupted: the run ended KILLED; the same command with resume=true continues it",
+            sweep.end_interrupted_sweep() or stopped or "interrupted before any run started",
             file=sys.stderr,
         )
         sys.exit(signals.exit_status(error))
     except Exception as error:
+        if isinstance(error, OSError) and error.filename and not _task_started:
+            # Hydra creating the run's folder (hydra.run.dir) before the task starts
+            sys.exit(f"error: cannot create {error.filename} ({error.strerror}); set hydra.run.dir")
         if HydraConfig.initialized() or sweep.started():
             raise  # from a job or the sweep: a bug, whose traceback is needed
         from hydra.errors import HydraException

@@ -83,6 +83,11 @@ def subpixel_conv(x: Any, filters: int, cfg: Any) -> Any:
     return depth_to_space(y, block, name="upsample_shuffle")
 
 
+# What UpSampling2D's ``interpolation`` takes (Keras 3.15, TensorFlow backend:
+# keras.src.backend.tensorflow.image.RESIZE_INTERPOLATIONS), here so the schema can check it
+# without importing TensorFlow; tests/test_config.py keeps the two equal.
+INTERPOLATIONS = ("bilinear", "nearest", "lanczos3", "lanczos5", "bicubic", "area")
+
 FACTORIES: dict[str, Callable[[Any, int, Any], Any]] = {
     "resize_conv": resize_conv,
     "transpose_conv": transpose_conv,

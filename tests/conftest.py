@@ -69,16 +69,20 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def start_cli(*args: str, log: Path, cwd: Path = ROOT) -> subprocess.Popen:
-    """Start ``python -m src.train ARGS`` in the background (to signal or kill it); its stdout
-    and stderr go to the files ``<log>.out`` and ``<log>.err``, which cannot fill up as pipes do."""
+def start_cli(*args: str, log: Path, cwd: Path = ROOT, module: str = "src.train",
+              group: bool = False) -> subprocess.Popen:  # fmt: skip
+    """Start ``python -m src.train ARGS`` (or another ``module``) in the background (to signal
+    or kill it); its stdout and stderr go to the files ``<log>.out`` and ``<log>.err``, which
+    cannot fill up as pipes do. With ``group`` it leads its own process group, which its
+    workers join (``os.killpg`` ends them all)."""
     with open(f"{log}.out", "w") as out, open(f"{log}.err", "w") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "src.train", *args],
+            [sys.executable, "-m", module, *args],
             cwd=cwd,
             env=cli_env(),
             stdout=out,
             stderr=err,
+            start_new_session=group,
         )
 
 

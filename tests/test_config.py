@@ -64,6 +64,11 @@ def test_wrong_type_is_rejected(make_cfg):
         ("data.limit=0", "data.limit=0 must be a positive number"),
         ("data.method=sinc", "data.method='sinc' is unknown"),
         ("generator.base_size=4", "data.image_size=10"),
+        ("upsampler.interpolation=cubic", "upsampler.interpolation='cubic' is not one of"),
+        ("upsampler.name=my/variant", "upsampler.name='my/variant' names runs and folders"),
+        ("data.limit=100", "train.batch_size=128 is larger than the 100 training images"),
+        ("tracking.outage_seconds=0", "tracking.outage_seconds=0.0 must be in (0, 1080]"),
+        ("sweep.id=a b", "sweep.id='a b' is not a sweep id"),
     ],
 )
 def test_out_of_range_values_are_rejected(make_cfg, override, fragment):
@@ -88,3 +93,22 @@ def test_cli_range_errors_are_one_line_and_write_nothing(tmp_path, override):
     assert lines == [f"error: {override} must be >= 1"]
     assert "Epoch" not in result.stdout
     assert not store.exists()
+
+
+def test_interpolations_the_schema_allows_are_the_ones_keras_takes():
+    from keras.src.backend.tensorflow.image import RESIZE_INTERPOLATIONS
+
+    from src.upsamplers import INTERPOLATIONS
+
+    assert set(INTERPOLATIONS) == set(RESIZE_INTERPOLATIONS)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "schedule"),
+    [(244, (7, 2.0, 244.0)), (6, (3, 1.0, 6.0)), (60, (5, 2.0, 60.0)), (2000, (10, 120.0, 1080.0))],
+)
+def test_outage_limit_becomes_mlflows_retry_schedule(seconds, schedule):
+    """MLflow's default (7 retries, factor 2) covers 244 s: 0+4+8+16+32+64+120 (capped)."""
+    from src.tracking import outage_schedule
+
+    assert outage_schedule(seconds) == schedule

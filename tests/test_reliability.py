@@ -25,11 +25,16 @@ import numpy as np
 import pytest
 import yaml
 from conftest import ROOT, free_port, run_cli, start_cli, wait_for_checkpoint
+from helpers import image_steps as _image_steps
+from helpers import metric_history as _history
+from helpers import only_run as _only_run
+from helpers import runs_in_file as _runs_in_file
+from helpers import sqlite_uri as _uri
+from helpers import training_runs as _runs
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-EXPERIMENT = "upsamplers"
 LOSSES = ["loss/d_loss", "loss/g_loss", "discriminator/real_accuracy",
           "discriminator/fake_accuracy"]  # exactly reproducible  # fmt: skip
 PER_EPOCH = [*LOSSES, "speed/epoch_seconds", "speed/images_per_second"]
@@ -47,10 +52,6 @@ MLFLOW_LOG = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d INFO mlflow\.")
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _uri(folder: Path) -> str:
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
 def _isolated(tmp: Path, name: str) -> list[str]:
     """Overrides that keep a job's store, checkpoints, Hydra folder and reports under ``tmp``."""
     return [
@@ -59,43 +60,6 @@ def _isolated(tmp: Path, name: str) -> list[str]:
         f"paths.reports_dir={tmp / f'reports-{name}'}",
         f"hydra.run.dir={tmp / f'run-{name}'}",
     ]
-
-
-def _runs(uri: str, reports: bool = False) -> list:
-    """Training runs of the experiment (the sweep's report run only when ``reports``)."""
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is None:
-        return []
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-    return [run for run in runs if reports or "report" not in run.data.tags]
-
-
-def _only_run(uri: str):
-    runs = _runs(uri)
-    assert len(runs) == 1, [(run.info.run_name, run.info.status) for run in runs]
-    return runs[0]
-
-
-def _runs_in_file(db: Path) -> list:
-    """Every run of every experiment in the sqlite file ``db``; none when it does not exist
-    (checked first: opening a client on a missing file would create it)."""
-    if not db.exists():
-        return []
-    client = MlflowClient(f"sqlite:///{db}")
-    ids = [experiment.experiment_id for experiment in client.search_experiments()]
-    return client.search_runs(ids) if ids else []
-
-
-def _history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
-    """(step, value) of every logged value of ``key``, duplicates included, by step."""
-    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
-
-
-def _image_steps(uri: str, run_id: str, key: str = "samples") -> list[int]:
-    artifacts = MlflowClient(uri).list_artifacts(run_id, "images")
-    names = [a.path for a in artifacts if a.path.endswith(".png")]
-    return sorted(int(re.search(rf"{key}\+step\+(\d+)\+", name).group(1)) for name in names)
 
 
 def _h5_arrays(source) -> dict[str, np.ndarray]:
@@ -449,13 +413,18 @@ def signalled(tmp_path_factory):
 def test_signal_ends_the_run_killed_with_its_checkpoint(signalled, name):
     outcome = signalled[name].result()
     left = outcome["left"]
-    assert left["returncode"] != 0, left["stderr"][-3000:]
+    assert left["returncode"] == 128 + SIGNALS[name], left["stderr"][-3000:]
     run = left["run"]
     assert run.info.status == "KILLED", left["stderr"][-3000:]
     assert run.info.run_id == outcome["at_signal"]["run_id"]
     state = left["state"]
     assert state["run_id"] == run.info.run_id and not state["finished"]
     assert 1 <= state["epoch"] < 6
+    # One line, no traceback: which run, how far it got, what continues it.
+    line = (f"{run.info.run_name} KILLED after epoch {state['epoch']}; the same command with "
+            "resume=true continues it")  # fmt: skip
+    assert left["stderr"].rstrip().splitlines()[-1] == line, left["stderr"][-3000:]
+    assert "Traceback" not in left["stderr"]
     assert [step for step, _ in left["d_loss"]] == list(range(1, state["epoch"] + 1))
 
 
@@ -516,6 +485,16 @@ BAD_INPUT = {
     "data-missing": (["data.path={missing}"], "absent.npz"),
     "data-truncated": (["data.path={truncated}"], "truncated.npz"),
     "data-not-npz": (["data.path={text}"], "text.npz"),
+    # Each class once: a string option Keras checks, a URI scheme or database MLflow cannot
+    # use, a folder that cannot be created, a batch larger than the training set.
+    "string-option": (["upsampler.interpolation=cubic"], "upsampler.interpolation"),
+    "uri-scheme": (["tracking.uri=ftp://example.org/mlflow"], "no tracking store for 'ftp:'"),
+    "uri-database": (["tracking.uri=mysql://u@127.0.0.1:1/db"], "cannot open the tracking store"),
+    "uri-sqlite-folder": (["tracking.uri=sqlite:////proc/none/mlflow.db"], "/proc/none"),
+    "run-folder": (["hydra.run.dir=/proc/none/run"], "set hydra.run.dir"),
+    "checkpoint-folder": (["paths.checkpoint_dir=/proc/none/ck"], "paths.checkpoint_dir"),
+    "cache-folder": (["paths.cache_dir=/proc/none/cache"], "paths.cache_dir"),
+    "batch-over-train-set": (["data.limit=100"], "train.batch_size=128 is larger"),
 }
 
 
@@ -539,7 +518,9 @@ def bad_input_results(tmp_path_factory, mnist_files):
         folder = tmp / case
         folder.mkdir()
         overrides = [override.format(**mnist_files) for override in BAD_INPUT[case][0]]
-        return folder, run_cli(*overrides, *_isolated(folder, "bad"))
+        keys = {override.partition("=")[0] for override in overrides}
+        isolated = [o for o in _isolated(folder, "bad") if o.partition("=")[0] not in keys]
+        return folder, run_cli(*overrides, *isolated)
 
     with ThreadPoolExecutor(2) as pool:
         return {case: pool.submit(run, case) for case in BAD_INPUT}

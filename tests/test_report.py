@@ -211,6 +211,11 @@ def test_planted_store_gets_the_right_verdict_for_each_pair(tmp_path):
     with_margin = {(c.first, c.second, c.key): c for c in compare_pairs(runs, {"fd": 2.0})}
     assert with_margin[("A", "C", "fd")].verdict.startswith("**equivalent** on fd")
     assert with_margin[("A", "B", "fd")].verdict.startswith("**A is better**")  # not within 2
+    assert "margin" not in with_margin[("A", "B", "fd")].verdict
+    # A 5-point gap, decided, is also inside a margin of 10: both are said.
+    wide = {(c.first, c.second, c.key): c for c in compare_pairs(runs, {"fd": 10.0})}
+    assert wide[("A", "B", "fd")].verdict.startswith("**A is better** on fd")
+    assert "by less than the +-10 margin" in wide[("A", "B", "fd")].verdict
     assert verdicts[("B", "C", "fd")].verdict.startswith("**C is better**")
     assert verdicts[("A", "B", "checkerboard")].verdict.startswith("**A is better**")
     missing = verdicts[("A", "C", "checkerboard")]

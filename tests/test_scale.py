@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -192,20 +191,24 @@ def _never_called(cfg):  # the task function: a rendered sbatch script never run
 def _render_sbatch(tmp_path: Path, monkeypatch, jobs: int, *overrides: str) -> str:
     """The sbatch script the project's SLURM launcher writes for ``jobs`` jobs.
 
-    The real Hydra launcher and submitit run up to ``sbatch``, which is absent here, so nothing is
-    submitted; the script stays on disk. submitit's SlurmExecutor only starts where ``srun`` is
-    on PATH (its cluster detection), so a stand-in that fails if ever run is put there.
+    The real Hydra launcher and submitit run up to ``sbatch``, where a stand-in that submits
+    nothing and fails shadows any real one (tests/test_slurm.py submits to a real cluster); the
+    script stays on disk. submitit's SlurmExecutor only starts where ``srun`` is on PATH (its
+    cluster detection), so a stand-in that fails if ever run is put there too.
     """
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
+    from submitit.core.utils import FailedJobError
 
-    if shutil.which("sbatch"):
-        pytest.skip("a real sbatch is on PATH: this test would submit jobs")
     stub = tmp_path / "bin"
     stub.mkdir()
     ran = tmp_path / "srun-was-run"
     (stub / "srun").write_text(f"#!/bin/sh\ntouch {ran}\nexit 97\n")
-    (stub / "srun").chmod(0o755)
+    (stub / "sbatch").write_text(
+        "#!/bin/sh\necho 'stand-in sbatch: nothing submitted' >&2\nexit 97\n"
+    )
+    for name in ("srun", "sbatch"):
+        (stub / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{stub}{os.pathsep}{os.environ.get('PATH', '')}")
     sweep = tmp_path / "sweep"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -217,7 +220,7 @@ def _render_sbatch(tmp_path: Path, monkeypatch, jobs: int, *overrides: str) -> s
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
     launcher.setup(hydra_context=None, task_function=_never_called, config=cfg)
-    with pytest.raises(FileNotFoundError, match="sbatch"):
+    with pytest.raises(FailedJobError, match="stand-in sbatch: nothing submitted"):
         launcher.launch([[f"seed={seed}"] for seed in range(jobs)], initial_job_idx=0)
     assert not ran.exists()
     (script,) = (sweep / ".submitit").glob(".submission_file_*.sh")
