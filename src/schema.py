@@ -32,8 +32,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # safe in run names, folder names
 
 def check_writable(folder: Path, key: str) -> None:
     """Fail early, in one line, when ``folder`` (the config's ``key``) cannot be created or
-    written; folders made to find out are removed again (nothing is left by a bad input)."""
-    made = [path for path in (folder, *folder.parents) if not path.exists()]
+    written. The folder is left in place: others (parallel jobs, a sweep's workers) may be
+    writing into it already."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-test-{os.getpid()}"
@@ -43,12 +43,6 @@ def check_writable(folder: Path, key: str) -> None:
         raise ConfigError(
             f"cannot write to {folder} ({error.strerror}); set {key} to a folder you can write"
         ) from None
-    finally:
-        for path in made:  # deepest first
-            try:
-                path.rmdir()
-            except OSError:
-                break
 
 
 def _require(ok: bool, message: str) -> None:

@@ -89,8 +89,7 @@ def train(
     resolved = OmegaConf.to_container(cfg, resolve=True)
     output_dir = Path(settings.paths.output_dir)
     schema.check_writable(output_dir, "hydra.run.dir (or paths.output_dir)")
-    for key in ("checkpoint_dir", "cache_dir"):
-        schema.check_writable(Path(getattr(settings.paths, key)), f"paths.{key}")
+    schema.check_writable(Path(settings.paths.cache_dir), "paths.cache_dir")
     uri = tracking.resolve_uri(settings.tracking.uri, settings.paths.root)
     outage = tracking.limit_outages(settings.tracking.outage_seconds)
     tracking.check_reachable(uri)
@@ -102,6 +101,8 @@ def train(
         return {"run_id": state.run_id, "name": name, "status": "SKIPPED"}
     resources.apply_threads(settings.train.threads)  # before TensorFlow runs anything
     data = inputs.full_data(settings)
+    # After the data's checks: a bad data file leaves no checkpoint folder behind.
+    schema.check_writable(Path(settings.paths.checkpoint_dir), "paths.checkpoint_dir")
     # Only now, with the input known good, is anything written to the tracking store.
     experiment_id = tracking.ensure_experiment(
         uri, settings.tracking.experiment, settings.tracking.artifact_location
