@@ -69,6 +69,15 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default action, so Python raises KeyboardInterrupt on
+    SIGINT even when the suite runs as a background job of a non-interactive shell (which starts
+    its children with SIGINT ignored, and Python then leaves it ignored)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*args: str, log: Path, cwd: Path = ROOT, module: str = "src.train",
               group: bool = False) -> subprocess.Popen:  # fmt: skip
     """Start ``python -m src.train ARGS`` (or another ``module``) in the background (to signal
@@ -83,6 +92,7 @@ def start_cli(*args: str, log: Path, cwd: Path = ROOT, module: str = "src.train"
             stdout=out,
             stderr=err,
             start_new_session=group,
+            preexec_fn=default_sigint,
         )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import CONF, ROOT, cli_env, run_cli
+from conftest import CONF, ROOT, cli_env, default_sigint, run_cli
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
@@ -305,7 +305,8 @@ def test_interrupted_sweep_stops_every_worker_and_kills_every_run(tmp_path, smal
     with open(out, "w") as stdout, open(err, "w") as stderr:
         driver = subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=ROOT,
                                   env=cli_env(), stdout=stdout, stderr=stderr,
-                                  start_new_session=True)  # fmt: skip
+                                  start_new_session=True,
+                                  preexec_fn=default_sigint)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         while not all(f"{name}-s0" in _epoch_names(out) for name in ("nearest", "transpose")):
