@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -52,3 +53,14 @@ def image_steps(uri: str, run_id: str, key: str = "samples") -> list[int]:
     artifacts = MlflowClient(uri).list_artifacts(run_id, "images")
     names = [a.path for a in artifacts if a.path.endswith(".png")]
     return sorted(int(re.search(rf"{key}\+step\+(\d+)\+", name).group(1)) for name in names)
+
+
+def mlflow_server_command(port: int, backend: str, artifacts: Path,
+                          workers: int | None = None) -> list[str]:  # fmt: skip
+    """``mlflow server`` on 127.0.0.1:``port`` with the store ``backend`` and artifacts proxied
+    to the folder ``artifacts`` (what `make server` runs), for conftest's ``serving``;
+    ``workers`` None: the server's default."""
+    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+               "--port", str(port), "--backend-store-uri", backend,
+               "--serve-artifacts", "--artifacts-destination", str(artifacts)]  # fmt: skip
+    return command + (["--workers", str(workers)] if workers else [])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, cli_env, free_port, run_cli, serving, start_cli, wait_for_checkpoint
-from helpers import image_steps, only_run, sqlite_uri, training_runs
+from helpers import image_steps, mlflow_server_command, only_run, sqlite_uri, training_runs
 from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.infra]  # make test-infra
@@ -184,9 +184,7 @@ def test_processes_starting_together_on_a_fresh_store_all_work(tmp_path):
 
 
 def _server(tmp: Path, port: int) -> list[str]:
-    return [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-            "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
-            "--serve-artifacts", "--artifacts-destination", str(tmp / "artifacts")]  # fmt: skip
+    return mlflow_server_command(port, f"sqlite:///{tmp / 'server.db'}", tmp / "artifacts")
 
 
 def test_server_restart_within_the_limit_loses_nothing_and_beyond_it_stops_the_run(tmp_path):

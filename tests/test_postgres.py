@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 from conftest import free_port, serving
+from helpers import mlflow_server_command
 
 from src.logging_load import EPOCH_METRICS, QUALITY_METRICS, eval_steps, run_load
 from src.postgres import bin_dir, throwaway_cluster
@@ -45,16 +44,7 @@ def server(postgres, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pg-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "2",
-        "--backend-store-uri", postgres.url,
-        "--serve-artifacts",
-        "--artifacts-destination", str(tmp / "artifacts"),
-    ]  # fmt: skip
+    command = mlflow_server_command(port, postgres.url, tmp / "artifacts", workers=2)
     with serving(command, url, tmp / "server.log"):
         yield url
 

@@ -18,6 +18,7 @@ import pytest
 import requests
 import yaml
 from conftest import CONF, free_port, run_cli, serving
+from helpers import mlflow_server_command
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -102,16 +103,7 @@ def mlflow_server(tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     artifacts = tmp / "artifacts"
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
-        "--serve-artifacts",
-        "--artifacts-destination", str(artifacts),
-    ]  # fmt: skip
+    command = mlflow_server_command(port, f"sqlite:///{tmp / 'server.db'}", artifacts, workers=1)
     with serving(command, url, tmp / "server.log"):
         yield url, artifacts
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, run_cli, serving, start_cli, wait_for_checkpoint
+from helpers import mlflow_server_command
 from mlflow.tracking import MlflowClient
 from slurm_cluster import SlurmCluster, missing
 
@@ -179,16 +180,11 @@ def _checkpoint(tmp: Path) -> tuple[dict, Path]:
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real ``mlflow server`` on a free 127.0.0.1 port (sqlite, proxied artifacts)."""
-    import sys
-
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [
-        str(Path(sys.executable).with_name("mlflow")), "server",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-        "--serve-artifacts", "--artifacts-destination", str(tmp_path / "artifacts"),
-    ]  # fmt: skip
+    command = mlflow_server_command(
+        port, f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", workers=1
+    )
     with serving(command, url, tmp_path / "server.log"):
         yield url
 
