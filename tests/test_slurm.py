@@ -116,6 +116,15 @@ def _logs(tmp: Path) -> str:
     return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')}" for path in paths)
 
 
+def _logs_once_they_say(tmp: Path, text: str, timeout: float = 30) -> str:
+    """The jobs' logs as soon as they contain ``text``: submitit writes a job's exception after
+    the run has already ended in the store, so a test that reads at once can be too early."""
+    deadline = time.monotonic() + timeout
+    while text not in (logs := _logs(tmp)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return logs
+
+
 def _job_ids(tmp: Path) -> list[str]:
     """The SLURM ids of the sweep's jobs (``<array>_<task>``; a lone job is no array), from
     the folders where submitit keeps their logs."""
@@ -317,7 +326,7 @@ def test_scancel_ends_the_run_killed(slurm, start_sweep, tmp_path):
     state, folder = _checkpoint(tmp_path)
     assert state["run_id"] == run.info.run_id and not state["finished"]
     assert (folder / f"epoch-{state['epoch']:04d}.weights.h5").is_file()
-    assert "Terminated: signal 15" in _logs(tmp_path)
+    assert "Terminated: signal 15" in _logs_once_they_say(tmp_path, "Terminated: signal 15")
     time.sleep(5)
     assert driver.poll() is None  # still waiting for a result that will not come
     driver.send_signal(signal.SIGTERM)
