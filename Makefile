@@ -19,7 +19,7 @@ ARGS ?=
 # Launcher from conf/hydra/launcher/ (local_submitit, slurm) or Hydra's basic (one job at a time);
 # empty: local_parallel, jobs in parallel on this machine
 LAUNCHER ?=
-# Jobs at once and TensorFlow threads per job; empty: from the machine's cores (README, "Sweeps")
+# Jobs at once and TensorFlow threads per job; empty: from the machine's cores (docs/sweeps.md)
 JOBS ?=
 THREADS ?=
 LAUNCH := $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(if $(JOBS),hydra.launcher.n_jobs=$(JOBS)) \

@@ -11,7 +11,7 @@ goes to ``experiments/bench/<time>-logging-load.json``, with sqlite/PostgreSQL r
     python experiments/logging_load_compare.py                          # 8, 32, 64 jobs
     python experiments/logging_load_compare.py --jobs 8,32 --rounds 2   # each count twice
 
-The README's "Scaling out" quotes its output.
+docs/scaling-out.md ("Many jobs on one server, measured") quotes its output.
 """
 
 from __future__ import annotations
@@ -19,23 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from src.logging_load import run_load  # noqa: E402 - after the path is set
-from src.postgres import free_port, throwaway_cluster  # noqa: E402
+from src.postgres import throwaway_cluster  # noqa: E402
+from src.serving import free_port, serving  # noqa: E402
 
 LOGS = {"postgresql": "pg", "sqlite": "sqlite"}  # server log file names (sqlite-file: none)
 # What the server logged during one load: sqlite's lock timeouts, and errors of any kind
@@ -52,30 +49,8 @@ def make_server(store: str, artifacts: Path, log: Path) -> Iterator[str]:
         "make", "--no-print-directory", "-C", str(ROOT), "server", f"PORT={port}",
         f"MLFLOW_BACKEND_STORE_URI={store}", f"MLFLOW_ARTIFACTS_DESTINATION={artifacts}",
     ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    with open(log, "w") as out:
-        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"make server exited: {log.read_text()[-2000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no {url}/health after 120 s")
-            time.sleep(0.5)
+    with serving(command, url, log, timeout=120):
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
 
 
 def _ratio(a: dict, b: dict, key: str) -> float | None:

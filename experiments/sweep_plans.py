@@ -8,7 +8,7 @@ and classifier caches in outputs/cache are shared (warm them with one run first)
     python experiments/sweep_plans.py             # the 2-core plans
     python experiments/sweep_plans.py --one-core  # the same sweep pinned to one core (taskset)
 
-The README's "How the rule was chosen" quotes its output (experiments/bench/).
+docs/sweeps.md ("How the rule was chosen") quotes its output (experiments/bench/).
 """
 
 from __future__ import annotations

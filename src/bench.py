@@ -30,7 +30,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from src import schema
+from src import files, schema
 from src.inputs import full_data
 from src.matmul import product_gflops
 from src.scratch import scratch_command
@@ -40,7 +40,7 @@ from src.sweep_bench import SweepSize, sweep_comparison
 
 @dataclass(frozen=True)
 class Mode:
-    """How much to measure: ``full`` for the README's numbers, ``tiny`` for the test."""
+    """How much to measure: ``full`` for docs/performance.md's numbers, ``tiny`` for the test."""
 
     steps: int  # training steps per timed repeat
     repeats: int  # timed repeats per implementation
@@ -194,10 +194,10 @@ def startup_seconds(tmp: Path) -> float:
     args = scratch_command(tmp, "data.limit=512", "train.epochs=2", "eval.samples=100",
                                  "train.verbose=2", f"hydra.run.dir={tmp / 'run'}")  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each line as it is printed
-    subprocess.run(args, cwd=schema.project_root(), capture_output=True, check=True, env=env)
+    subprocess.run(args, cwd=files.project_root(), capture_output=True, check=True, env=env)
     started = time.perf_counter()
     with subprocess.Popen(
-        args, cwd=schema.project_root(), stdout=subprocess.PIPE, text=True, env=env
+        args, cwd=files.project_root(), stdout=subprocess.PIPE, text=True, env=env
     ) as p:
         for line in p.stdout:
             if line.startswith("Epoch 1/"):
@@ -279,7 +279,7 @@ def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
     def seconds(*args: str) -> float:
         started = time.perf_counter()
         command = scratch_command(tmp, *args, *common)
-        done = subprocess.run(command, cwd=schema.project_root(), capture_output=True, text=True)
+        done = subprocess.run(command, cwd=files.project_root(), capture_output=True, text=True)
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"src.train {' '.join(args)} failed: {tail[0]}")
@@ -386,46 +386,7 @@ def sweep_benchmark(mode_name: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> Path:
     """Run the benchmark, print its table and write the JSON; returns the JSON's path."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=sorted(MODES), default="full")
-    parser.add_argument(
-        "--scaling",
-        action="store_true",
-        help="instead: wall time of real runs against epochs and of sweeps against runs",
-    )
-    parser.add_argument(
-        "--sweep",
-        action="store_true",
-        help="instead: only the whole-sweep figure (parallel, one at a time, plain loop)",
-    )
-    parser.add_argument(
-        "--variant",
-        action="append",
-        default=[],
-        metavar="OVERRIDE",
-        help="also time the harness with this override, e.g. train.jit_compile=true; "
-        "repeat it for several overrides, which together form one extra column",
-    )
-    parser.add_argument("--out", default=str(Path(schema.project_root()) / "outputs" / "bench"))
-    parser.add_argument("upsamplers", nargs="*", help="default: every file in conf/upsampler")
-    args = parser.parse_intermixed_args(argv)
-    if args.scaling and args.sweep:
-        parser.error("--scaling and --sweep are separate benchmarks; give one of them")
-    if (args.scaling or args.sweep) and (args.variant or args.upsamplers):
-        flag = "--scaling" if args.scaling else "--sweep"
-        parser.error(f"{flag} times whole default runs; it takes no upsamplers or --variant")
-    known = sorted(
-        p.stem for p in (Path(schema.project_root()) / "conf" / "upsampler").glob("*.yaml")
-    )
-    unknown = sorted(set(args.upsamplers) - set(known))
-    if unknown:
-        parser.error(f"unknown upsampler {', '.join(unknown)}; choose from {', '.join(known)}")
-    if args.variant:
-        try:
-            schema.compose(*args.variant)
-        except Exception as error:  # Hydra's own message names the bad override
-            reason = (str(error).splitlines() or [type(error).__name__])[0]
-            parser.error(f"--variant {' '.join(args.variant)}: {reason}")
+    args, known = _arguments(argv)
     started = time.perf_counter()
     try:
         if args.scaling:
@@ -447,6 +408,43 @@ def main(argv: list[str] | None = None) -> Path:
     path.write_text(json.dumps(report, indent=2))
     print(f"written to {path}")
     return path
+
+
+def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The command line, checked before any work (argparse's one-line errors, exit 2), and
+    the upsamplers there are (one per file in conf/upsampler)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(MODES), default="full")
+    parser.add_argument("--scaling", action="store_true",
+                        help="instead: wall time of real runs against epochs and of sweeps "
+                        "against runs")  # fmt: skip
+    parser.add_argument("--sweep", action="store_true",
+                        help="instead: only the whole-sweep figure (parallel, one at a time, "
+                        "plain loop)")  # fmt: skip
+    parser.add_argument("--variant", action="append", default=[], metavar="OVERRIDE",
+                        help="also time the harness with this override, e.g. "
+                        "train.jit_compile=true; repeat it for several overrides, which together "
+                        "form one extra column")  # fmt: skip
+    parser.add_argument("--out", default=str(Path(files.project_root()) / "outputs" / "bench"))
+    parser.add_argument("upsamplers", nargs="*", help="default: every file in conf/upsampler")
+    args = parser.parse_intermixed_args(argv)
+    if args.scaling and args.sweep:
+        parser.error("--scaling and --sweep are separate benchmarks; give one of them")
+    if (args.scaling or args.sweep) and (args.variant or args.upsamplers):
+        flag = "--scaling" if args.scaling else "--sweep"
+        parser.error(f"{flag} times whole default runs; it takes no upsamplers or --variant")
+    folder = Path(files.project_root()) / "conf" / "upsampler"
+    known = sorted(path.stem for path in folder.glob("*.yaml"))
+    unknown = sorted(set(args.upsamplers) - set(known))
+    if unknown:
+        parser.error(f"unknown upsampler {', '.join(unknown)}; choose from {', '.join(known)}")
+    if args.variant:
+        try:
+            schema.compose(*args.variant)
+        except Exception as error:  # Hydra's own message names the bad override
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            parser.error(f"--variant {' '.join(args.variant)}: {reason}")
+    return args, known
 
 
 def _print_scaling(report: dict[str, Any]) -> None:

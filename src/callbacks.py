@@ -8,9 +8,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from src.checkpoint import Checkpoint, State, all_finite
+from src.checkpoint import Checkpoint, State
 from src.images import sample_grid
 from src.names import sectioned
+
+
+def all_finite(logs: dict[str, Any] | None) -> bool:
+    """True when every logged value is a finite number."""
+    return all(np.isfinite(float(value)) for value in (logs or {}).values())
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -123,26 +128,15 @@ class QualityEvaluator(keras.callbacks.Callback):
 
     def log_spectrum(self) -> None:
         """The final samples' radial power spectrum against real data: JSON and a plot."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         from src.metrics import spectra
+        from src.plots import pyplot, spectrum_figure
 
         data = spectra(self.samples(), self.reference)
         self.run.client.log_dict(self.run.run_id, data, "spectrum.json")
-        fig, axis = plt.subplots(figsize=(5.5, 4))
-        axis.semilogy(data["frequency"], data["real"], "k--", label="real (test split)")
-        axis.semilogy(data["frequency"], data["generated"], label="generated")
-        axis.set_xlabel("spatial frequency (cycles per pixel)")
-        axis.set_ylabel("mean power")
-        axis.set_title("Azimuthally averaged power spectrum")
-        axis.grid(alpha=0.3, which="both")
-        axis.legend()
-        fig.tight_layout()
+        fig = spectrum_figure(data["frequency"], data["real"], {"generated": data["generated"]},
+                              "Azimuthally averaged power spectrum")  # fmt: skip
         self.run.client.log_figure(self.run.run_id, fig, "spectrum.png")
-        plt.close(fig)
+        pyplot().close(fig)
 
 
 class EpochLine(keras.callbacks.Callback):

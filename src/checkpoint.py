@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from src.files import write_atomically
 
 # Keys that do not change what is trained: where things are written and how the run is driven.
 IGNORED_KEYS = ("paths", "resume", "sweep", "train.verbose")
@@ -69,24 +68,14 @@ class Checkpoint:
 
     def write_state(self, state: State) -> None:
         """Record ``state`` atomically."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.folder / f".{STATE_FILE}.{os.getpid()}"
-        partial.write_text(json.dumps(asdict(state)))
-        partial.replace(self.folder / STATE_FILE)
+        text = json.dumps(asdict(state))
+        write_atomically(self.folder / STATE_FILE, lambda partial: partial.write_text(text))
 
     def save(self, model: Any, state: State) -> None:
         """New weights, then the state that names them, then the old weights go: a kill at any
         point leaves a state whose weights file exists and matches it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.folder / f"partial-{os.getpid()}.weights.h5"
-        model.save_weights(partial)
-        partial.replace(self.weights(state.epoch))
+        write_atomically(self.weights(state.epoch), model.save_weights)
         self.write_state(state)
         for old in self.folder.glob("epoch-*.weights.h5"):
             if old != self.weights(state.epoch):
                 old.unlink(missing_ok=True)
-
-
-def all_finite(logs: dict[str, Any] | None) -> bool:
-    """True when every logged value is a finite number."""
-    return all(np.isfinite(float(value)) for value in (logs or {}).values())

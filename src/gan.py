@@ -24,7 +24,7 @@ class GAN(keras.Model):
     generated images, then a generator step through the updated discriminator (Goodfellow et
     al. 2014, Alg. 1). Both steps score the same generated batch, as the PyTorch DCGAN example
     does: the generator's forward pass is recorded once and back-propagated in the generator
-    step, which saves one generator forward pass per step (see the README's performance notes).
+    step, which saves one generator forward pass per step (docs/performance.md).
     ``g_loss`` is therefore scored on the batch the discriminator has just learnt to reject, so
     it runs a little higher than with fresh latents.
     """

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from src import tracking
-from src.schema import project_root
+from src import messages, tracking
+from src.files import project_root
 
 
 def experiment_link(uri: str, experiment: str, sweep_id: str | None = None) -> str:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     if uri.startswith(tracking.SQLITE_PREFIX) and not os.path.exists(
         uri[len(tracking.SQLITE_PREFIX) :]
     ):
-        print(f"no runs yet ({uri} does not exist): run `make sweep` or `make train` first")
+        messages.say(f"no runs yet ({uri} does not exist): run `make sweep` or `make train` first")
         return
     print(experiment_link(uri, args.experiment, args.sweep_id))
 

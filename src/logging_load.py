@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from src import names, tracking
+from src import names, recording, tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "logging-load"
@@ -84,23 +84,11 @@ def value(job: int, key: str, step: int) -> float:
 def prepare(folder: Path, overrides: Sequence[str]) -> None:
     """Build everything a replayed run logs into ``folder`` (``manifest.json`` and files) from
     the project's config with ``overrides``. Imports TensorFlow: run it in its own process."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mlflow.keras
-    import numpy as np
     from hydra import compose, initialize_config_dir
-    from mlflow.models import infer_signature
-    from omegaconf import OmegaConf
 
-    from src import inputs, schema, train
+    from src import inputs, schema
     from src.batches import steps_per_epoch
-    from src.descriptions import dataset_name, run_description
-    from src.flops import count_flops
     from src.gan import build_gan
-    from src.images import sample_grid
-    from src.networks import portable
 
     schema.register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -110,52 +98,91 @@ def prepare(folder: Path, overrides: Sequence[str]) -> None:
     data = inputs.full_data(settings)
     images = data.x_train[: settings.data.limit]
     gan = build_gan(settings, steps_per_epoch(len(images), settings.train.batch_size))
-    generator, discriminator = gan.generator, gan.discriminator
+    _save_models(folder, settings, gan.generator, gan.discriminator)
+    _save_grids(folder, settings, gan.generator, data.x_test)
+    import numpy as np
+
+    np.save(folder / "train_images.npy", images)
+    _save_hydra_folder(folder / ".hydra", cfg, with_hydra, overrides)
+    manifest = _manifest(folder, settings, cfg, overrides, data, images, gan)
+    manifest["spectrum"] = _save_spectrum(folder / "spectrum.png", settings.data.image_size)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def _save_models(folder: Path, settings: Any, generator: Any, discriminator: Any) -> None:
+    """The ``.keras`` files of both networks and the generator's MLflow model folder."""
+    import mlflow.keras
+    from mlflow.models import infer_signature
+
+    from src.networks import portable
+
     for model, name in ((generator, "generator"), (discriminator, "discriminator")):
         portable(model).save(folder / f"{name}.keras")
-    example = train.latents(settings.tracking.sample_seed, 4, settings.generator.latent_dim)
-    found = [train.installed(name) for name in ("keras", "tensorflow")]
+    example = recording.latents(settings.tracking.sample_seed, 4, settings.generator.latent_dim)
     mlflow.keras.save_model(
         portable(generator), str(folder / "generator-model"),
         signature=infer_signature(example, generator.predict_on_batch(example)),
-        pip_requirements=[f"{dist}=={version}" for dist, version in filter(None, found)],
+        pip_requirements=recording.model_requirements(),
     )  # fmt: skip
+
+
+def _save_grids(folder: Path, settings: Any, generator: Any, real: Any) -> None:
+    """The sample grids, one per step: the untrained generator's at step 0, real test digits
+    after that (``grids.npy``)."""
+    import numpy as np
+
+    from src.images import sample_grid
 
     track, epochs = settings.tracking, settings.train.epochs
     count = track.sample_count
     untrained = generator.predict_on_batch(
-        train.latents(track.sample_seed, count, settings.generator.latent_dim)
+        recording.latents(track.sample_seed, count, settings.generator.latent_dim)
     )
     batches = [np.asarray(untrained)] + [
-        data.x_test[(step - 1) * count : step * count] for step in range(1, epochs + 1)
+        real[(step - 1) * count : step * count] for step in range(1, epochs + 1)
     ]
     grids = [
         sample_grid(batch, track.sample_zoom, track.sample_columns or None) for batch in batches
     ]
     np.save(folder / "grids.npy", np.stack(grids))
-    np.save(folder / "train_images.npy", images)
 
-    hydra_dir = folder / ".hydra"
+
+def _save_hydra_folder(
+    hydra_dir: Path, cfg: Any, with_hydra: Any, overrides: Sequence[str]
+) -> None:
+    """The ``.hydra`` folder a Hydra run leaves: its config, Hydra's config, the overrides."""
+    from omegaconf import OmegaConf
+
     hydra_dir.mkdir()
     (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     (hydra_dir / "hydra.yaml").write_text(OmegaConf.to_yaml(with_hydra.hydra))
     (hydra_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides)))
 
-    bins = settings.data.image_size // 2 + 1
+
+def _save_spectrum(path: Path, image_size: int) -> dict[str, list[float]]:
+    """A spectrum of the real size with replayed values, and its plot at ``path``."""
+    from src.plots import save, spectrum_figure
+
+    bins = image_size // 2 + 1
     spectrum = {key: [value(0, key, i) for i in range(bins)]
                 for key in ("frequency", "real", "generated", "relative_error")}  # fmt: skip
-    fig, axis = plt.subplots(figsize=(5.5, 4))
-    axis.semilogy(spectrum["frequency"], spectrum["real"], "k--", label="real (test split)")
-    axis.semilogy(spectrum["frequency"], spectrum["generated"], label="generated")
-    axis.set_xlabel("spatial frequency (cycles per pixel)")
-    axis.grid(alpha=0.3, which="both")
-    axis.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "spectrum.png")
-    plt.close(fig)
+    figure = spectrum_figure(spectrum["frequency"], spectrum["real"],
+                             {"generated": spectrum["generated"]},
+                             "Azimuthally averaged power spectrum")  # fmt: skip
+    save(figure, path)
+    return spectrum
 
+
+def _manifest(folder: Path, settings: Any, cfg: Any, overrides: Sequence[str], data: Any,
+              images: Any, gan: Any) -> dict[str, Any]:  # fmt: skip
+    """What every replayed run logs besides files: tags, params, texts, dataset, sizes."""
+    from omegaconf import OmegaConf
+
+    from src.descriptions import dataset_name, run_description
+
+    epochs = settings.train.epochs
     commit, dirty = tracking.git_state(ROOT)
-    sizes = (generator.count_params(), discriminator.count_params(), count_flops(generator))
+    sizes = recording.size_tags(gan.generator, gan.discriminator, len(images))
     real = {f"real_{key}": 0.5 for key in ("class_coverage", "class_kl", "classifier_score",
                                            "confidence", "nyquist_share")}  # fmt: skip
     tags = {
@@ -163,13 +190,12 @@ def prepare(folder: Path, overrides: Sequence[str]) -> None:
         "data_sha256": data.source_sha256, "checkpoint": str(folder / "checkpoint"),
         "classifier_key": "logging-load", "classifier_accuracy": "0.9900",
         "mlflow.source.name": "src/logging_load.py", "mlflow.source.type": "LOCAL",
-        "mlflow.user": os.environ.get("USER", "replay"), **train.package_versions(),
-        **names.real_tags(real),
-        **dict(zip(names.SIZE_TAGS, (*sizes, len(images)), strict=True)),
+        "mlflow.user": os.environ.get("USER", "replay"), **recording.package_versions(),
+        **names.real_tags(real), **sizes,
     }  # fmt: skip
     dataset = dataset_name(settings, len(images), len(data.x_train))
     final = {"fd": 30.0, "checkerboard": 0.1, "step": epochs, "seconds": 60.0}
-    manifest = {
+    return {
         "epochs": epochs,
         "every": settings.eval.every_epochs,
         "tags": {key: str(item) for key, item in tags.items()},
@@ -179,15 +205,14 @@ def prepare(folder: Path, overrides: Sequence[str]) -> None:
             **{o.partition("=")[0]: o.partition("=")[2] for o in overrides},
         },
         "config": OmegaConf.to_yaml(cfg, resolve=True),
-        "summary": train._summaries(generator, discriminator),
-        "dataset": {"name": dataset, "digest": train._digest(images), "source": data.source},
+        "summary": recording.summaries(gan.generator, gan.discriminator),
+        "dataset": {"name": dataset, "digest": recording.digest(images), "source": data.source},
         # descriptions with NAME and SWEEP as placeholders: one text per job
         "describe": run_description(settings, "NAME", "SWEEP", dataset, len(images)),
         "describe_final": run_description(settings, "NAME", "SWEEP", dataset, len(images), final),
-        "spectrum": spectrum,
-        "model_params": {"parameters": sizes[0], "flops_per_image": sizes[2]},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        "model_params": {"parameters": sizes["generator_params"],
+                         "flops_per_image": sizes["generator_flops"]},
+    }  # fmt: skip
 
 
 def _prepare_in_subprocess(folder: Path, overrides: Sequence[str]) -> None:
@@ -296,13 +321,7 @@ def replay(job: int, uri: str, experiment_id: str, load_id: str, folder: Path,
             calls("log_image", run.log_image, grids[epoch], "samples", epoch)
             if epoch in eval_steps(epochs, every):
                 calls("log_metrics", run.log_metrics, metrics(QUALITY_METRICS, epoch), epoch)
-        client = run.client
-        calls("log_dict", client.log_dict, run.run_id, manifest["spectrum"], "spectrum.json")
-        calls("log_artifact", run.log_artifact, folder / "spectrum.png")
-        for model in ("generator", "discriminator"):
-            calls("log_artifact", run.log_artifact, folder / f"{model}.keras", model)
-        _log_model(run, folder / "generator-model", epochs, manifest["model_params"], calls)
-        calls("log_artifact", run.log_artifact, folder / ".hydra", "hydra")
+        _log_end(run, folder, manifest, calls)
         calls("log_metrics", run.log_metrics, metrics([FINAL_METRIC], epochs), epochs)
         calls("describe", run.describe, text("describe_final"))
         calls("end", run.end, "FINISHED")
@@ -310,6 +329,18 @@ def replay(job: int, uri: str, experiment_id: str, load_id: str, folder: Path,
         with contextlib.suppress(Exception):  # the store is what failed; the summary says so
             run.end("FAILED")
     return run.run_id
+
+
+def _log_end(run: Any, folder: Path, manifest: dict, calls: Calls) -> None:
+    """What a finished run logs at its end, as ``src.train`` does: the spectrum, both models,
+    the generator as a logged model and Hydra's folder."""
+    client = run.client
+    calls("log_dict", client.log_dict, run.run_id, manifest["spectrum"], "spectrum.json")
+    calls("log_artifact", run.log_artifact, folder / "spectrum.png")
+    for model in ("generator", "discriminator"):
+        calls("log_artifact", run.log_artifact, folder / f"{model}.keras", model)
+    _log_model(run, folder / "generator-model", manifest["epochs"], manifest["model_params"], calls)
+    calls("log_artifact", run.log_artifact, folder / ".hydra", "hydra")
 
 
 def _log_model(run: Any, local: Path, step: int, params: dict, calls: Calls) -> None:
@@ -497,7 +528,7 @@ def run_load(uri: str, jobs: int, overrides: Sequence[str] = (), train: int = 0,
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no telemetry thread to fork
     scratch = Path(scratch or tempfile.mkdtemp(prefix="logging-load-"))
     scratch.mkdir(parents=True, exist_ok=True)
-    began = time.time()
+    times = {"began": time.time()}
     prepared = scratch / "prepared"
     if not (prepared / "manifest.json").is_file():  # a scratch folder's runs share one preparation
         prepared.mkdir(exist_ok=True)
@@ -508,46 +539,12 @@ def run_load(uri: str, jobs: int, overrides: Sequence[str] = (), train: int = 0,
     experiment_id = tracking.ensure_experiment(uri, experiment, None)
     results = scratch / f"results-{load_id}"
     results.mkdir()
-
-    fork = multiprocessing.get_context("fork")
-    barrier = fork.Barrier(jobs + 1)
-    workers = [
-        fork.Process(
-            target=_job,
-            args=(job, uri, experiment_id, load_id, prepared, epoch_seconds, barrier, results),
-        )
-        for job in range(jobs)
-    ]
-    for worker in workers:
-        worker.start()
-    began_training = time.time()
-    trainings = [
-        _start_training(i, uri, experiment, results, train_overrides) for i in range(train)
-    ]
-    _await_training_runs(uri, experiment_id, trainings, began_training)
-    barrier.wait(timeout=600)  # every job is ready, every training run open: go
-    started = time.time()
-    for worker in workers:
-        worker.join()
-    replay_seconds = time.time() - started
-    for process in trainings:
-        process.wait()
-    wall = time.time() - started  # from the replay's start to the last training's end
-
-    outcomes, problems = [], []
-    for job, worker in enumerate(workers):
-        path = results / f"{job}.json"
-        if path.is_file():
-            outcomes.append(json.loads(path.read_text()))
-        else:
-            problems.append(f"job {job} ended (exit {worker.exitcode}) without a result")
-    timed = sorted((seconds, name) for o in outcomes for name, seconds in o["calls"])
-    statuses: Counter[str] = Counter()
-    broken: Counter[str] = Counter()
-    for outcome in outcomes:
-        statuses.update(outcome["statuses"])
-        broken.update(outcome["broken"])
-    reading = time.time()
+    replay_args = (uri, experiment_id, load_id, prepared, epoch_seconds)
+    trainings = _launch(jobs, replay_args, results, times,
+                        lambda: [_start_training(i, uri, experiment, results, train_overrides)
+                                 for i in range(train)])  # fmt: skip
+    outcomes, problems = _outcomes(results, jobs)
+    times["reading"] = time.time()
     client = MlflowClient(uri)
     # MLflow looks a logged model named like an artifact folder ("generator") up through the
     # module-level URI, whatever the client's: point it at the store read here.
@@ -560,9 +557,72 @@ def run_load(uri: str, jobs: int, overrides: Sequence[str] = (), train: int = 0,
     problems += [
         f"training {i}: {p}" for i, entry in enumerate(training) for p in entry["problems"]
     ]
+    counts = {"runs_finished": finished, "training": training}
+    return _summary(uri, jobs, epoch_seconds, manifest, outcomes, problems, times, counts)
 
+
+def _launch(
+    jobs: int,
+    replay_args: tuple,
+    results: Path,
+    times: dict[str, float],
+    start_trainings: Callable[[], list[subprocess.Popen]],
+) -> list[subprocess.Popen]:
+    """Fork ``jobs`` replaying processes, start the training runs, let the replay go once
+    every training run is open, and wait for all of them; ``times`` gets when each phase
+    began. Returns the training processes."""
+    fork = multiprocessing.get_context("fork")
+    barrier = fork.Barrier(jobs + 1)
+    workers = [fork.Process(target=_job, args=(job, *replay_args, barrier, results))
+               for job in range(jobs)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    times["began_training"] = time.time()
+    trainings = start_trainings()
+    uri, experiment_id = replay_args[:2]
+    _await_training_runs(uri, experiment_id, trainings, times["began_training"])
+    barrier.wait(timeout=600)  # every job is ready, every training run open: go
+    times["started"] = time.time()
+    for worker in workers:
+        worker.join()
+    times["replayed"] = time.time()
+    for process in trainings:
+        process.wait()
+    times["ended"] = time.time()  # the last training's end
+    return trainings
+
+
+def _outcomes(results: Path, jobs: int) -> tuple[list[dict], list[str]]:
+    """What each replayed job wrote about itself, and the jobs that wrote nothing."""
+    outcomes, problems = [], []
+    for job in range(jobs):
+        path = results / f"{job}.json"
+        if path.is_file():
+            outcomes.append(json.loads(path.read_text()))
+        else:
+            problems.append(f"job {job} ended without a result")
+    return outcomes, problems
+
+
+def _summary(
+    uri: str,
+    jobs: int,
+    epoch_seconds: float,
+    manifest: dict,
+    outcomes: list[dict],
+    problems: list[str],
+    times: dict[str, float],
+    counts: dict,
+) -> dict[str, Any]:
+    """The load's summary (see ``main``) from the jobs' own records and the read-back."""
+    timed = sorted((seconds, name) for o in outcomes for name, seconds in o["calls"])
     if not outcomes or not timed:
         return {"uri": uri, "jobs": jobs, "problems": problems or ["no job logged anything"]}
+    statuses: Counter[str] = Counter()
+    broken: Counter[str] = Counter()
+    for outcome in outcomes:
+        statuses.update(outcome["statuses"])
+        broken.update(outcome["broken"])
     active = max(o["ended"] for o in outcomes) - min(o["started"] for o in outcomes)
     requests = sum(statuses.values())
     return {
@@ -583,13 +643,12 @@ def run_load(uri: str, jobs: int, overrides: Sequence[str] = (), train: int = 0,
         "http_errors": {code: n for code, n in sorted(statuses.items()) if code >= "400"},
         "retried_connections": dict(broken),
         "failed_calls": sum(len(o["errors"]) for o in outcomes),
-        "runs_finished": finished,
-        "training": training,
-        "wall_seconds": round(wall, 2),
-        "training_opened_seconds": round(started - began_training, 2),
-        "prepare_seconds": round(began_training - began, 2),
-        "read_back_seconds": round(time.time() - reading, 2),
-        "replay_wall_seconds": round(replay_seconds, 2),
+        **counts,
+        "wall_seconds": round(times["ended"] - times["started"], 2),
+        "training_opened_seconds": round(times["started"] - times["began_training"], 2),
+        "prepare_seconds": round(times["began_training"] - times["began"], 2),
+        "read_back_seconds": round(time.time() - times["reading"], 2),
+        "replay_wall_seconds": round(times["replayed"] - times["started"], 2),
         "problems": problems,
     }
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.linalg
 import scipy.special
+
+from src.files import read_cache, write_atomically
 
 KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
@@ -391,18 +392,16 @@ class RealReference:
         """The reference for ``images`` from ``cache_dir``, computed and cached on a miss."""
         key = cls.key_for(classifier, images)
         path = Path(cache_dir) / f"real-reference-{key[:16]}.npz"
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as npz:
-                    if str(npz["key"]) == key:
-                        return cls._from_arrays(npz)
-            except (OSError, ValueError, KeyError, EOFError) as error:
-                print(f"notice: reference cache {path} is damaged ({error}); recomputing")
+
+        def read(path: Path) -> RealReference | None:
+            with np.load(path, allow_pickle=False) as npz:
+                return cls._from_arrays(npz) if str(npz["key"]) == key else None
+
+        cached = read_cache(path, read, "reference cache", "recomputing")
+        if cached is not None:
+            return cached
         reference = cls.compute(classifier, images)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(partial, **reference._to_arrays())
-        partial.replace(path)  # atomic: parallel jobs never read a half-written file
+        write_atomically(path, lambda partial: np.savez(partial, **reference._to_arrays()))
         return reference
 
     def _to_arrays(self) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ class LeakyReLUFromOutput(layers.LeakyReLU):
     ("remapper failed: ... fanout ... LeakyReluGrad exist for missing node ... BiasAdd", an
     error line at every run's start) and drops its whole pass. With a non-negative slope the
     output has the input's sign, so ``LeakyReluGrad(dy, y)`` is the same gradient, nothing else
-    reads ``x``, and Conv2D + BiasAdd + LeakyReLU fuse into one kernel (README, "Performance").
+    reads ``x``, and Conv2D + BiasAdd + LeakyReLU fuse into one kernel (docs/performance.md).
     """
 
     def call(self, inputs: Any) -> Any:

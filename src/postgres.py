@@ -4,7 +4,7 @@ server on 127.0.0.1 (a free port) with its unix socket in the same folder, one d
 PostgreSQL refuses to run as root, so as root the cluster is created and run as ``nobody``
 (the folder is theirs); as anybody else, as that user. Stopping it removes the folder.
 ``python -m src.postgres`` runs one in the foreground and prints its URL, for
-``MLFLOW_BACKEND_STORE_URI=<url> make server`` (README, "Scaling out"); Ctrl-C stops it.
+``MLFLOW_BACKEND_STORE_URI=<url> make server`` (docs/scaling-out.md); Ctrl-C stops it.
 
 The binaries are Debian's (``apt-get install postgresql``: ``/usr/lib/postgresql/<ver>/bin``),
 or wherever ``PG_BIN`` or ``pg_config --bindir`` point, or on ``PATH``.
@@ -18,13 +18,14 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from src.serving import free_port
 
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 TOOLS = ("initdb", "pg_ctl", "createdb")
@@ -84,13 +85,6 @@ def bin_dir() -> Path | None:
     if shutil.which("initdb"):
         candidates.append(Path(shutil.which("initdb")).resolve().parent)
     return next((folder for folder in candidates if complete(folder)), None)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _run(command: list[str], user: str | None, what: str) -> None:

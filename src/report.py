@@ -29,8 +29,10 @@ from urllib.parse import quote
 import numpy as np
 
 from src import stats, tracking
+from src.files import project_root
 from src.names import metric
-from src.schema import ConfigError, MarginConfig, project_root
+from src.plots import Band, band_panels, pyplot, save, spectrum_figure
+from src.schema import ConfigError, MarginConfig
 
 REPORT_TAG = "report"  # set on report runs, which share the sweep_id tag with training runs
 
@@ -272,26 +274,16 @@ def _history(client: Any, runs: Any, key: str) -> dict[str, list[np.ndarray]]:
 
 
 def _plot_over_epochs(client: Any, runs: Any, keys: list[str], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
-    for axis, key in zip(axes[0], keys, strict=True):
-        for colour, (name, curves) in enumerate(sorted(_history(client, runs, key).items())):
+    panels = {}
+    for key in keys:
+        bands = []
+        for name, curves in sorted(_history(client, runs, key).items()):
             steps = sorted(set.intersection(*(set(c[:, 0]) for c in curves)))
             values = np.asarray([[dict(c.tolist())[s] for s in steps] for c in curves])
-            mean = values.mean(axis=0)
-            axis.plot(steps, mean, color=f"C{colour}", label=f"{name} (n={len(curves)})")
-            if len(curves) > 1:
-                axis.fill_between(
-                    steps, values.min(axis=0), values.max(axis=0), color=f"C{colour}", alpha=0.2
-                )
-        axis.set_title(f"{metric(key)}: mean, band = min..max over seeds")
-        axis.set_xlabel("epoch")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            low, high = (values.min(axis=0), values.max(axis=0)) if len(curves) > 1 else (None,) * 2
+            bands.append(Band(f"{name} (n={len(curves)})", steps, values.mean(axis=0), low, high))
+        panels[f"{metric(key)}: mean, band = min..max over seeds"] = bands
+    band_panels(panels, path)
 
 
 def _final_image(client: Any, run_id: str, key: str, folder: Path) -> Path | None:
@@ -308,7 +300,6 @@ def _final_image(client: Any, run_id: str, key: str, folder: Path) -> Path | Non
 
 def _plot_samples(client: Any, runs: Any, path: Path, scratch: Path) -> int | None:
     """Final sample grids side by side, one run per upsampler, all of one common seed."""
-    import matplotlib.pyplot as plt
     from PIL import Image
 
     finished = runs[runs["status"] == "FINISHED"]
@@ -319,23 +310,19 @@ def _plot_samples(client: Any, runs: Any, path: Path, scratch: Path) -> int | No
     seed = common[0]
     chosen = finished[finished["tags.seed"] == seed]
     # One row per run: the grids are wide (tracking.sample_columns).
-    fig, axes = plt.subplots(len(chosen), 1, figsize=(8, 2.6 * len(chosen)), squeeze=False)
+    fig, axes = pyplot().subplots(len(chosen), 1, figsize=(8, 2.6 * len(chosen)), squeeze=False)
     for axis, (_, run) in zip(axes[:, 0], chosen.iterrows(), strict=True):
         image = _final_image(client, run["run_id"], "samples", scratch / run["run_id"])
         if image is not None:
             axis.imshow(np.asarray(Image.open(image)), cmap="gray")
         axis.set_title(f"{run['tags.upsampler']} (seed {seed}, final epoch)")
         axis.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
     return int(seed)
 
 
 def _plot_spectra(client: Any, runs: Any, path: Path, scratch: Path) -> bool:
     """Azimuthally averaged power spectrum per upsampler (mean over seeds) against real data."""
-    import matplotlib.pyplot as plt
-
     spectra: dict[str, list[np.ndarray]] = {}
     real = frequencies = None
     for _, run in runs[runs["status"] == "FINISHED"].iterrows():
@@ -348,18 +335,9 @@ def _plot_spectra(client: Any, runs: Any, path: Path, scratch: Path) -> bool:
         spectra.setdefault(run["tags.upsampler"], []).append(np.asarray(data["generated"]))
     if real is None:
         return False
-    fig, axis = plt.subplots(figsize=(6.5, 4.5))
-    axis.semilogy(frequencies, real, "k--", label="real (test split)")
-    for colour, (name, items) in enumerate(sorted(spectra.items())):
-        axis.semilogy(frequencies, np.mean(items, axis=0), color=f"C{colour}", label=name)
-    axis.set_xlabel("spatial frequency (cycles per pixel)")
-    axis.set_ylabel("mean power")
-    axis.set_title("Azimuthally averaged power spectrum, final samples")
-    axis.grid(alpha=0.3, which="both")
-    axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    means = {name: np.mean(items, axis=0) for name, items in sorted(spectra.items())}
+    title = "Azimuthally averaged power spectrum, final samples"
+    save(spectrum_figure(frequencies, real, means, title), path)
     return True
 
 
@@ -378,35 +356,49 @@ def render_markdown(sweep_id: str, runs: Any, rows: list, pairs: list, figures: 
     ]
     if max((row["finished"] for row in rows), default=0) < 2:
         lines += ["**Intervals unavailable: fewer than 2 finished seeds per upsampler.**", ""]
+    lines += _metric_table(rows) + _robust_table(rows) + _pair_table(pairs)
+    lines += _training_tables(training or {}) + _unfinished(runs)
+    lines += ["", "## Figures", ""]
+    for title, name in figures.items():
+        lines += [f"### {title}", "", f"![{title}]({image_url(name)})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _row(cells: list[str]) -> str:
+    """A Markdown table row; a ``|`` inside a cell is escaped."""
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def _metric_table(rows: list) -> list[str]:
+    """Per upsampler: runs, size, cost and every metric's mean with its t interval."""
     header = ["upsampler", "finished", "failed", "G params", "G FLOPs/image"]
     header += [label for _, label, _, _ in TABLE_METRICS]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [_row(header), "|" + "---|" * len(header)]
     for row in rows:
-        cells = [
-            f"`{row['upsampler']}`",
-            str(row["finished"]),
-            str(row["failed"]),
-            _count(row["generator_params"]),
-            _count(row["generator_flops"]),
-        ]
-        cells += [row[key].show(fmt) for key, _, _, fmt in TABLE_METRICS]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = [f"`{row['upsampler']}`", str(row["finished"]), str(row["failed"]),
+                 _count(row["generator_params"]), _count(row["generator_flops"])]  # fmt: skip
+        lines.append(_row(cells + [row[key].show(fmt) for key, _, _, fmt in TABLE_METRICS]))
     lines += [
         "",
         "Lower is better for FD, KID, spectrum error and train seconds; higher for precision, "
         "recall, classes and images/s; checkerboard is best near 0 (real data).",
+    ]
+    return lines
+
+
+def _robust_table(rows: list) -> list[str]:
+    """FD and checkerboard per upsampler: t mean, bootstrap mean and bootstrap IQM."""
+    kinds = ("mean, t", "mean, bootstrap", "IQM, bootstrap")
+    header = ["upsampler"] + [
+        f"{label} {kind}" for label in ("FD", "checkerboard") for kind in kinds
+    ]
+    lines = [
         "",
         "Without assuming normality (percentile bootstrap, 10,000 resamples; IQM: the mean of "
         "the middle half of the seeds):",
         "",
-        "| upsampler | "
-        + " | ".join(
-            f"{label} {what}"
-            for label in ("FD", "checkerboard")
-            for what in ("mean, t", "mean, bootstrap", "IQM, bootstrap")
-        )
-        + " |",
-        "|" + "---|" * 7,
+        _row(header),
+        "|" + "---|" * len(header),
     ]
     for row in rows:
         cells = [f"`{row['upsampler']}`"]
@@ -414,41 +406,48 @@ def render_markdown(sweep_id: str, runs: Any, rows: list, pairs: list, figures: 
             robust = row[f"{key}_robust"]
             cells += [row[key].show(fmt), robust["mean_bootstrap"].show(fmt),
                       robust["iqm_bootstrap"].show(fmt)]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    if pairs:
-        lines += ["", "## Pairwise differences (first minus second)", "", *PAIR_INTRO, "",
-                  "| pair | metric | design | difference, t 95% | bootstrap 95% | P(first better) "
-                  "| Holm p | TOST p | verdict |", "|" + "---|" * 9]  # fmt: skip
-        for pair in pairs:
-            diff = pair.difference
-            cells = [
-                f"`{pair.first}` - `{pair.second}`",
-                "|checkerboard|" if pair.key == "checkerboard" else pair.key,
-                diff.design,
-                diff.t.show("{:+.4g}"),
-                diff.bootstrap.show("{:+.4g}"),
-                pair.improvement.show("{:.2f}"),
-                f"{pair.p_holm:.2g}",
-                "-" if math.isnan(pair.p_equivalent) else f"{pair.p_equivalent:.2g}",
-                pair.verdict,
-            ]
-            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        lines.append(_row(cells))
+    return lines
+
+
+def _pair_table(pairs: list) -> list[str]:
+    """Every pair's difference, intervals, probability of improvement, tests and verdict."""
+    if not pairs:
+        return []
+    header = ["pair", "metric", "design", "difference, t 95%", "bootstrap 95%",
+              "P(first better)", "Holm p", "TOST p", "verdict"]  # fmt: skip
+    lines = ["", "## Pairwise differences (first minus second)", "", *PAIR_INTRO, "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
+    for pair in pairs:
+        diff = pair.difference
+        cells = [
+            f"`{pair.first}` - `{pair.second}`",
+            "|checkerboard|" if pair.key == "checkerboard" else pair.key,
+            diff.design,
+            diff.t.show("{:+.4g}"),
+            diff.bootstrap.show("{:+.4g}"),
+            pair.improvement.show("{:.2f}"),
+            f"{pair.p_holm:.2g}",
+            "-" if math.isnan(pair.p_equivalent) else f"{pair.p_equivalent:.2g}",
+            pair.verdict,
+        ]
+        lines.append(_row(cells))
+    return lines
+
+
+def _unfinished(runs: Any) -> list[str]:
+    """The runs that failed or were stopped, with their reasons, and grid cells with no run."""
+    lines = ["", "## Failed or unfinished runs", ""]
     bad = runs[runs["status"] != "FINISHED"]
-    lines += _training_tables(training or {})
-    lines += ["", "## Failed or unfinished runs", ""]
     if bad.empty:
         lines.append("None: every run of the sweep finished.")
     for _, run in bad.iterrows():
         reason = run.get("tags.failure_reason")
         reason = f": {reason}" if isinstance(reason, str) else ""
         lines.append(f"- `{run['tags.mlflow.runName']}` ({run['run_id']}) {run['status']}{reason}")
-    missing = _missing(runs)
-    for name in missing:
+    for name in _missing(runs):
         lines.append(f"- `{name}` missing: no MLflow run (the job failed before training)")
-    lines += ["", "## Figures", ""]
-    for title, name in figures.items():
-        lines += [f"### {title}", "", f"![{title}]({image_url(name)})", ""]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _pairs_over_training(by_step: dict[int, list[Comparison]]) -> dict[tuple[str, str], dict]:
@@ -497,30 +496,26 @@ def _training_cell(c: Comparison | None) -> str:
 
 def _plot_differences(training: Training, path: Path) -> bool:
     """Each pair's difference over epochs, with its t 95% interval as a band."""
-    import matplotlib.pyplot as plt
-
     curves = {key: _pairs_over_training(by_step) for key, by_step in training.items()}
-    keys = [key for key, pairs in curves.items() if pairs]
-    if not keys:
-        return False
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
-    for axis, key in zip(axes[0], keys, strict=True):
-        for colour, ((first, second), by_step) in enumerate(curves[key].items()):
-            steps = list(by_step)
-            t = [c.difference.t for c in by_step.values()]
-            axis.plot(steps, [i.mean for i in t], color=f"C{colour}", label=f"{first} - {second}")
-            low, high = [i.low for i in t], [i.high for i in t]
-            axis.fill_between(steps, low, high, color=f"C{colour}", alpha=0.2)
-        axis.axhline(0.0, color="k", linewidth=0.8)
+    panels = {}
+    for key, pairs in curves.items():
+        if not pairs:
+            continue
         what = "|checkerboard|" if key == "checkerboard" else metric(key)
-        axis.set_title(f"{what}: first - second, band = t 95% interval")
-        axis.set_xlabel("epoch")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        panels[f"{what}: first - second, band = t 95% interval"] = [
+            Band(f"{first} - {second}", list(by_step), *_t_columns(by_step))
+            for (first, second), by_step in pairs.items()
+        ]
+    if not panels:
+        return False
+    band_panels(panels, path, zero_line=True)
     return True
+
+
+def _t_columns(by_step: dict) -> tuple[list[float], list[float], list[float]]:
+    """The t intervals of a pair's comparisons over epochs: means, lows and highs."""
+    t = [c.difference.t for c in by_step.values()]
+    return [i.mean for i in t], [i.low for i in t], [i.high for i in t]
 
 
 def _count(value: float) -> str:
@@ -547,9 +542,6 @@ def build_report(uri: str, experiment: str, sweep_id: str | None, out_root: Path
 
 def _build_report(uri: str, experiment: str, sweep_id: str | None, out_root: Path,
                   margins: dict[str, float | None] | None) -> Path:  # fmt: skip
-    import matplotlib
-
-    matplotlib.use("Agg")
     sweep_id, runs = load_runs(uri, experiment, sweep_id)
     client = tracking.open_client(uri)
     folder = out_root / sweep_id

@@ -1,6 +1,6 @@
 """How much of the machine a sweep uses: parallel jobs, and TensorFlow threads per job.
 
-The rule, measured on a 2-core machine (README, "How the rule was chosen"): one process trains
+The rule, measured on a 2-core machine (docs/sweeps.md): one process trains
 these small models only about 1.3-1.4 times as fast on two threads as on one, so a sweep runs
 one job per core, each on one thread, as many as memory holds. The numbers reach the configs
 through two resolvers: ``${sweep_workers:}`` (the joblib launcher's ``n_jobs``) and

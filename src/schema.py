@@ -17,14 +17,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from src.files import project_root
+
 
 class ConfigError(ValueError):
     """A configuration value is out of range; the message is one line that says what to do."""
-
-
-def project_root() -> str:
-    """Absolute path of the checkout (the folder holding ``src/``), whatever the working dir."""
-    return str(Path(__file__).resolve().parent.parent)
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # safe in run names, folder names and filters

@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src import launchers, resources, signals, tracking
+from src import launchers, messages, resources, signals, tracking
 from src.names import metric
 from src.progress import Progress
 
@@ -187,7 +187,7 @@ class SweepCallback(Callback):
             if not resume:
                 raise schema.ConfigError(f"sweep.id={named} continues a sweep: add resume=true")
             self._check_grid(named, keys)
-            print(f"continuing sweep {named}", flush=True)
+            messages.say(f"continuing sweep {named}")
             return named
         if resume:
             found = self._earlier_sweeps(config, keys)
@@ -197,7 +197,7 @@ class SweepCallback(Callback):
                     "name the one to continue with sweep.id=<id>"
                 )
             if found:
-                print(f"continuing sweep {next(iter(found))}", flush=True)
+                messages.say(f"continuing sweep {next(iter(found))}")
                 return next(iter(found))
         if marker.is_file():
             return marker.read_text().strip()
@@ -268,7 +268,9 @@ class SweepCallback(Callback):
             built = [name for s in versions.values() for name in inputs.build_missing(s)]
         if built:
             names = ", ".join(sorted(set(built)))
-            print(f"prepared the shared inputs ({names}) in {time.perf_counter() - started:.0f} s")
+            messages.say(
+                f"prepared the shared inputs ({names}) in {time.perf_counter() - started:.0f} s"
+            )
         return sorted(pids)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

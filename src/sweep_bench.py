@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src import schema
+from src import files, schema
 from src.matmul import all_cores_gflops
 from src.scratch import scratch_command
 
@@ -165,7 +165,7 @@ def sweep_comparison(tmp: Path, size: SweepSize, flops: dict[str, float], matmul
     for label, extra in WAYS.items():
         started = time.perf_counter()
         command = scratch_command(tmp, *mini_sweep(size), *extra, label=label)
-        done = subprocess.run(command, cwd=schema.project_root(), capture_output=True, text=True)
+        done = subprocess.run(command, cwd=files.project_root(), capture_output=True, text=True)
         wall = time.perf_counter() - started
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1:] or ["no output"]

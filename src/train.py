@@ -10,14 +10,17 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src import console, inputs, names, resources, schema, signals, tracking
+from src import console, inputs, messages, names, recording, resources, schema, signals, tracking
 from src.checkpoint import Checkpoint, State, run_key
 from src.data import DataError
 from src.descriptions import dataset_name, run_description
@@ -28,13 +31,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 
 # Errors that mean "fix the input": reported as one line, never as a traceback.
 USER_ERRORS = (schema.ConfigError, DataError, tracking.TrackingError, resources.ThreadsError)
-VERSIONED_PACKAGES = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy")
-# Config keys always logged as MLflow params, with ``upsampler`` (its name) and every key the
-# command line sets: mlflow ui prints all of a run's params above its sample grid, so they are
-# few (README, "Reading the results in mlflow ui"). The run's config.yaml holds the whole config.
-LOGGED_PARAMS = ("seed", "train.threads")
-# Keys that say where to read or record, not what is trained: never params, even when set.
-NOT_PARAMS = ("paths", "tracking", "data.path", "resume", "sweep", "train.verbose")
 
 
 _task_started = False  # whether Hydra got as far as calling main (its folders exist by then)
@@ -44,31 +40,28 @@ class TrainingDiverged(RuntimeError):
     """A loss or metric became NaN or Inf; the run is FAILED, its last good checkpoint kept."""
 
 
-def latents(seed: int, count: int, latent_dim: int) -> Any:
-    """A fixed latent batch from its own seed (not the run's): identical for every run and
-    variant, so sample grids and evaluations compare generators on the same z."""
-    import numpy as np
+@dataclass
+class Job:
+    """One run's settings and where it is recorded, checked before TensorFlow starts."""
 
-    return np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
-
-
-def installed(name: str) -> tuple[str, str] | None:
-    """The distribution installed for ``name`` (``tensorflow`` may be ``tensorflow-cpu``) and
-    its version; None when neither is installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in (name, f"{name}-cpu"):
-        try:
-            return dist, version(dist)
-        except PackageNotFoundError:
-            continue
-    return None
+    cfg: DictConfig
+    settings: schema.Config
+    resolved: dict[str, Any]
+    name: str
+    uri: str
+    outage_seconds: float
+    checkpoint: Checkpoint
+    state: State | None  # the checkpoint's, when resume=true found one
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of the packages a result depends on, for the run's tags."""
-    found = {name: installed(name) for name in VERSIONED_PACKAGES}
-    return {f"version.{name}": dist[1] for name, dist in found.items() if dist}
+@dataclass
+class Loop:
+    """The callbacks of one run's ``fit``: what each epoch logs, evaluates and saves."""
+
+    logger: Any
+    stopper: Any
+    evaluator: Any
+    callbacks: list[Any]
 
 
 def train(
@@ -85,31 +78,116 @@ def train(
     ``progress``, when given, gets one line per epoch (a sweep job's terminal);
     ``on_run_open`` is called with the MLflow run id once the run is open, new or resumed.
     """
-    settings = schema.to_settings(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    output_dir = Path(settings.paths.output_dir)
-    schema.check_writable(output_dir, "hydra.run.dir (or paths.output_dir)")
-    schema.check_writable(Path(settings.paths.cache_dir), "paths.cache_dir")
-    uri = tracking.resolve_uri(settings.tracking.uri, settings.paths.root)
-    outage = tracking.limit_outages(settings.tracking.outage_seconds)
-    tracking.check_reachable(uri)
-    name = names.run_name(settings)
-    checkpoint = Checkpoint(Path(settings.paths.checkpoint_dir) / run_key(name, resolved))
-    state = checkpoint.read() if settings.resume else None
-    if state is not None and state.finished:
-        print(f"{name}: already finished (run {state.run_id}); nothing to resume")
-        return {"run_id": state.run_id, "name": name, "status": "SKIPPED"}
+    job = prepare(cfg)
+    if job.state is not None and job.state.finished:
+        messages.say(f"{job.name}: already finished (run {job.state.run_id}); nothing to resume")
+        return {"run_id": job.state.run_id, "name": job.name, "status": "SKIPPED"}
+    settings = job.settings
     resources.apply_threads(settings.train.threads)  # before TensorFlow runs anything
     data = inputs.full_data(settings)
     # After the data's checks: a bad data file leaves no checkpoint folder behind.
     schema.check_writable(Path(settings.paths.checkpoint_dir), "paths.checkpoint_dir")
     # Only now, with the input known good, is anything written to the tracking store.
     experiment_id = tracking.ensure_experiment(
-        uri, settings.tracking.experiment, settings.tracking.artifact_location
+        job.uri, settings.tracking.experiment, settings.tracking.artifact_location
     )
-    train_images = data.x_train[: settings.data.limit]
+    images = data.x_train[: settings.data.limit]
+    # Before the run's own seeding: the classifier seeds itself when it has to be trained.
+    classifier, reference = inputs.judges(data, settings)
+    gan, steps = _build(settings, len(images))
+    tags = partial(_new_run_tags, job, data, classifier, reference, gan, len(images))
+    run, first_epoch = _open_run(job, gan, experiment_id, sweep_id, tags)
+    if on_run_open is not None:
+        on_run_open(run.run_id)
+    dataset = dataset_name(settings, len(images), len(data.x_train))
+    describe = partial(run_description, settings, job.name, sweep_id, dataset, len(images))
+    loop = _loop(job, run, gan, steps, classifier, reference, progress)
+    started = time.perf_counter()
+    with ended_run(run, job):
+        if first_epoch == 0:
+            recording.log_run_start(run, cfg, job.resolved, gan.generator, gan.discriminator)
+            run.log_dataset(images, dataset, recording.digest(images), Path(data.source))
+            run.describe(describe())
+            loop.logger.log_samples(step=0)
+            loop.evaluator.evaluate(step=0)
+        history = _fit(gan, images, steps, first_epoch, job, loop)
+        seconds = time.perf_counter() - started
+        _record_end(run, job, gan, loop, seconds)
+        run.describe(describe({**loop.evaluator.latest, "seconds": seconds}))
+    final = {key: float(values[-1]) for key, values in history.history.items()}
+    quality = {key: value for key, value in loop.evaluator.latest.items() if key != "step"}
+    link = tracking.run_link(job.uri, experiment_id, run.run_id)
+    return {"run_id": run.run_id, "name": job.name, "seconds": seconds, "status": "FINISHED",
+            "link": link, **quality, **final}  # fmt: skip
 
-    from src.batches import epoch_batches, steps_per_epoch
+
+def prepare(cfg: DictConfig) -> Job:
+    """The run's settings, name, store and checkpoint, with every check that needs neither
+    TensorFlow nor the data: config ranges, writable folders, a reachable tracking store."""
+    settings = schema.to_settings(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    schema.check_writable(Path(settings.paths.output_dir), "hydra.run.dir (or paths.output_dir)")
+    schema.check_writable(Path(settings.paths.cache_dir), "paths.cache_dir")
+    uri = tracking.resolve_uri(settings.tracking.uri, settings.paths.root)
+    outage_seconds = tracking.limit_outages(settings.tracking.outage_seconds)
+    tracking.check_reachable(uri)
+    name = names.run_name(settings)
+    checkpoint = Checkpoint(Path(settings.paths.checkpoint_dir) / run_key(name, resolved))
+    state = checkpoint.read() if settings.resume else None
+    return Job(cfg, settings, resolved, name, uri, outage_seconds, checkpoint, state)
+
+
+def _build(settings: schema.Config, images: int) -> tuple[Any, int]:
+    """The seeded GAN with both optimizers built (a checkpoint restores their state only then)
+    and the steps of an epoch."""
+    from src.batches import steps_per_epoch
+    from src.gan import build_gan
+
+    if settings.train.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    steps = steps_per_epoch(images, settings.train.batch_size)
+    gan = build_gan(settings, steps)  # seeds Python, NumPy and Keras with settings.seed
+    gan.build_optimizers()
+    return gan, steps
+
+
+def _open_run(job: Job, gan: Any, experiment_id: str, sweep_id: str | None,
+              new_tags: Callable[[], dict]) -> tuple[Any, int]:  # fmt: skip
+    """The MLflow run and the epoch training starts after: the checkpoint's run and epoch when
+    resuming (its weights loaded), else a new run with its tags and a checkpoint naming it."""
+    state = job.state
+    if state is not None:
+        first_epoch = state.epoch  # 0: stopped before its first epoch; starts over, in its run
+        if first_epoch > 0:
+            gan.load_weights(job.checkpoint.weights(first_epoch))
+        run = tracking.reopen_run(job.uri, state.run_id)
+        messages.say(f"{job.name}: resuming run {state.run_id} after epoch {first_epoch}")
+        return run, first_epoch
+    job.checkpoint.clear()
+    tags = new_tags()
+    if sweep_id:
+        tags["sweep_id"] = sweep_id
+    run = tracking.start_run(job.uri, experiment_id, job.name, tags)
+    job.checkpoint.write_state(State(run_id=run.run_id, epoch=0))
+    return run, 0
+
+
+def _new_run_tags(job: Job, data: Any, classifier: Any, reference: Any, gan: Any,
+                  images: int) -> dict[str, Any]:  # fmt: skip
+    """A new run's tags: what it is and ran on, what real data scores, and its size."""
+    return {
+        **recording.identity_tags(job.settings, data, classifier, job.checkpoint.folder),
+        **names.real_tags(reference.summary),
+        **recording.size_tags(gan.generator, gan.discriminator, images),
+    }
+
+
+def _loop(job: Job, run: Any, gan: Any, steps: int, classifier: Any, reference: Any,
+          progress: TextIO | None) -> Loop:  # fmt: skip
+    """The run's callbacks: MLflow logging, divergence stop, quality evaluation, checkpoints,
+    and the sweep terminal's epoch line when ``progress`` is given."""
     from src.callbacks import (
         EpochCheckpoint,
         EpochLine,
@@ -117,126 +195,85 @@ def train(
         QualityEvaluator,
         StopOnDivergence,
     )
-    from src.gan import build_gan
 
-    # Before the run's own seeding: the classifier seeds itself when it has to be trained.
-    classifier, reference = inputs.judges(data, settings)
-
-    if settings.train.deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-    steps = steps_per_epoch(len(train_images), settings.train.batch_size)
-    gan = build_gan(settings, steps)  # seeds Python, NumPy and Keras with settings.seed
-    generator, discriminator = gan.generator, gan.discriminator
-    gan.build_optimizers()
-    first_epoch = 0
-    if state is not None:
-        if state.epoch > 0:  # else it stopped before its first epoch: it starts over, in its run
-            gan.load_weights(checkpoint.weights(state.epoch))
-            first_epoch = state.epoch
-        run = tracking.reopen_run(uri, state.run_id)
-        print(f"{name}: resuming run {state.run_id} after epoch {first_epoch}")
-    else:
-        checkpoint.clear()
-        tags = {
-            **_identity_tags(settings, data, classifier, checkpoint.folder),
-            **names.real_tags(reference.summary),
-            **_size_tags(generator, discriminator, len(train_images)),
-        }
-        if sweep_id:
-            tags["sweep_id"] = sweep_id
-        run = tracking.start_run(uri, experiment_id, name, tags)
-        checkpoint.write_state(State(run_id=run.run_id, epoch=0))
-    if on_run_open is not None:
-        on_run_open(run.run_id)
-
-    dataset = dataset_name(settings, len(train_images), len(data.x_train))
-
-    def describe(final: dict[str, Any] | None = None) -> str:
-        return run_description(settings, name, sweep_id, dataset, len(train_images), final)
-
-    started = time.perf_counter()
+    settings, track = job.settings, job.settings.tracking
     latent_dim = settings.generator.latent_dim
-    logger = MlflowEpochLogger(
-        run,
-        latents(settings.tracking.sample_seed, settings.tracking.sample_count, latent_dim),
-        steps * settings.train.batch_size,
-        settings.tracking.sample_zoom,
-        settings.tracking.sample_columns,
-    )
-    stopper = StopOnDivergence()
-    evaluator = QualityEvaluator(
-        run,
-        classifier,
-        reference,
-        latents(settings.eval.seed, settings.eval.samples, latent_dim),
-        settings.eval.every_epochs,
-        settings.train.epochs,
-    )
+    logger = MlflowEpochLogger(run, recording.latents(track.sample_seed, track.sample_count,
+                               latent_dim), steps * settings.train.batch_size, track.sample_zoom,
+                               track.sample_columns)  # fmt: skip
+    evaluator = QualityEvaluator(run, classifier, reference,
+                                 recording.latents(settings.eval.seed, settings.eval.samples,
+                                                   latent_dim),
+                                 settings.eval.every_epochs, settings.train.epochs)  # fmt: skip
+    logger.set_model(gan)
     evaluator.set_model(gan)
-    callbacks = [logger, stopper, evaluator, EpochCheckpoint(checkpoint, run.run_id)]
+    stopper = StopOnDivergence()
+    callbacks = [logger, stopper, evaluator, EpochCheckpoint(job.checkpoint, run.run_id)]
     if progress is not None:
-        callbacks.append(EpochLine(progress, name, settings.train.epochs, logger, evaluator))
+        callbacks.append(EpochLine(progress, job.name, settings.train.epochs, logger, evaluator))
+    return Loop(logger, stopper, evaluator, callbacks)
+
+
+def _fit(gan: Any, images: Any, steps: int, first_epoch: int, job: Job, loop: Loop) -> Any:
+    """Train from ``first_epoch`` to ``train.epochs``; a diverged run raises."""
+    from src.batches import epoch_batches
+
+    settings, train = job.settings, job.settings.train
+    history = gan.fit(
+        epoch_batches(images, train.batch_size, settings.seed, first_epoch, train.epochs),
+        epochs=train.epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=steps,
+        shuffle=False,  # epoch_batches already shuffles, per (seed, epoch)
+        callbacks=loop.callbacks,
+        verbose=_verbosity(train.verbose),
+    )
+    if loop.stopper.diverged:
+        raise TrainingDiverged(f"{job.name} diverged: {loop.stopper.diverged}")
+    return history
+
+
+def _record_end(run: Any, job: Job, gan: Any, loop: Loop, seconds: float) -> None:
+    """What a finished run adds: its spectrum, models, Hydra's folder and its training time."""
+    output_dir = Path(job.settings.paths.output_dir)
+    loop.evaluator.log_spectrum()
+    recording.save_models(run, output_dir, gan.generator, gan.discriminator)
+    recording.log_generator_model(run, gan.generator, job.settings)
+    hydra_dir = output_dir / ".hydra"
+    if hydra_dir.is_dir():
+        run.log_artifact(hydra_dir, "hydra")
+    run.log_metrics(names.sectioned({"train_seconds": seconds}), step=job.settings.train.epochs)
+
+
+@contextmanager
+def ended_run(run: Any, job: Job) -> Iterator[None]:
+    """The block trains the run; however it leaves, the run's MLflow status says how. Stopped
+    from outside (Ctrl-C, SIGTERM, submitit's exit after requeuing a SLURM job): KILLED, and
+    resume=true continues it. A tracking server away longer than ``tracking.outage_seconds``:
+    one line, the checkpoint kept. Any other error: FAILED with its reason. Else FINISHED, and
+    the checkpoint says so (resume=true skips it)."""
     try:
         with signals.sigterm_raises():
-            if first_epoch == 0:
-                _log_run_start(run, cfg, resolved, generator, discriminator)
-                run.log_dataset(train_images, dataset, _digest(train_images), Path(data.source))
-                run.describe(describe())
-                logger.set_model(gan)
-                logger.log_samples(step=0)
-                evaluator.evaluate(step=0)
-            history = gan.fit(
-                epoch_batches(
-                    train_images,
-                    settings.train.batch_size,
-                    settings.seed,
-                    first_epoch,
-                    settings.train.epochs,
-                ),
-                epochs=settings.train.epochs,
-                initial_epoch=first_epoch,
-                steps_per_epoch=steps,
-                shuffle=False,  # epoch_batches already shuffles, per (seed, epoch)
-                callbacks=callbacks,
-                verbose=_verbosity(settings.train.verbose),
-            )
-            if stopper.diverged:
-                raise TrainingDiverged(f"{name} diverged: {stopper.diverged}")
-            seconds = time.perf_counter() - started
-            evaluator.log_spectrum()
-            _save_models(run, output_dir, generator, discriminator)
-            _log_generator_model(run, generator, settings)
-            hydra_dir = output_dir / ".hydra"
-            if hydra_dir.is_dir():
-                run.log_artifact(hydra_dir, "hydra")
-            run.log_metrics(names.sectioned({"train_seconds": seconds}), step=settings.train.epochs)
-            run.describe(describe({**evaluator.latest, "seconds": seconds}))
+            yield
     except (KeyboardInterrupt, SystemExit) as error:
-        # Stopped from outside: Ctrl-C, SIGTERM, or submitit's exit after it requeued a SLURM
-        # job at its time limit (which also SIGTERMs it): resume=true continues the run.
         run.end("KILLED")
         if isinstance(error, SystemExit):
             raise
-        done = _epochs_done(checkpoint)
+        done = _epochs_done(job.checkpoint)
         raise signals.Stopped(
-            f"{name} KILLED after epoch {done}; the same command with resume=true continues it",
+            f"{job.name} KILLED after epoch {done}; the same command with resume=true continues it",
             error,
         ) from None
     except BaseException as error:
         if tracking.is_outage(error):
-            raise _outage(run, name, uri, outage, _epochs_done(checkpoint)) from None
+            done = _epochs_done(job.checkpoint)
+            raise _outage(run, job.name, job.uri, job.outage_seconds, done) from None
         run.set_tag(tracking.FAILURE_TAG, f"{type(error).__name__}: {error}"[:5000])
         run.end("FAILED")
         raise
     run.end("FINISHED")
-    checkpoint.write_state(State(run_id=run.run_id, epoch=settings.train.epochs, finished=True))
-    final = {key: float(values[-1]) for key, values in history.history.items()}
-    quality = {key: value for key, value in evaluator.latest.items() if key != "step"}
-    link = tracking.run_link(uri, experiment_id, run.run_id)
-    return {"run_id": run.run_id, "name": name, "seconds": seconds, "status": "FINISHED",
-            "link": link, **quality, **final}  # fmt: skip
+    epochs = job.settings.train.epochs
+    job.checkpoint.write_state(State(run_id=run.run_id, epoch=epochs, finished=True))
 
 
 def _epochs_done(checkpoint: Checkpoint) -> int:
@@ -262,111 +299,12 @@ def _outage(run: Any, name: str, uri: str, seconds: float, done: int) -> trackin
     )
 
 
-def _log_run_start(run: Any, cfg: Any, resolved: dict, generator: Any, disc: Any) -> None:
-    """Params, summaries and the resolved config: logged once per run."""
-    run.log_params(_params(tracking.flatten(resolved)))
-    run.log_text(_summaries(generator, disc), "model_summary.txt")
-    run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-
-
-def _params(flat: dict[str, Any]) -> dict[str, Any]:
-    """The run's MLflow params: ``LOGGED_PARAMS`` and every key the command line set, as
-    resolved (a config group as the option chosen, ``data=mnist10``)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    params = {"upsampler": flat["upsampler.name"], **{key: flat[key] for key in LOGGED_PARAMS}}
-    if HydraConfig.initialized():
-        for override in HydraConfig.get().overrides.task:
-            key, _, typed = override.partition("=")
-            key = key.lstrip("+~")
-            where = any(key == k or key.startswith(k + ".") for k in NOT_PARAMS)
-            if key not in params and not where:
-                params[key] = flat.get(key, typed)
-    return params
-
-
-def _identity_tags(settings: schema.Config, data: Any, classifier: Any, folder: Path) -> dict:
-    """What the run is and what it ran on: variant, seed, code, data, judge, versions; the
-    source tags are the ones mlflow ui shows in its Source column."""
-    import getpass
-
-    from mlflow.utils.mlflow_tags import (
-        MLFLOW_GIT_COMMIT,
-        MLFLOW_SOURCE_NAME,
-        MLFLOW_SOURCE_TYPE,
-        MLFLOW_USER,
-    )
-
-    commit, dirty = tracking.git_state(settings.paths.root)
-    return {
-        "upsampler": settings.upsampler.name,
-        "seed": settings.seed,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "data_sha256": data.source_sha256,
-        "checkpoint": str(folder),
-        "classifier_key": classifier.key,
-        "classifier_accuracy": f"{classifier.accuracy:.4f}",
-        MLFLOW_SOURCE_NAME: "src/train.py",
-        MLFLOW_SOURCE_TYPE: "LOCAL",
-        MLFLOW_USER: getpass.getuser(),
-        **({MLFLOW_GIT_COMMIT: commit} if commit != "unknown" else {}),
-        **package_versions(),
-    }
-
-
-def _size_tags(generator: Any, discriminator: Any, images: int) -> dict[str, int]:
-    """Parameter counts, the generator's FLOPs per image and the training images."""
-    from src.flops import count_flops
-
-    sizes = (generator.count_params(), discriminator.count_params(), count_flops(generator))
-    return dict(zip(names.SIZE_TAGS, (*sizes, images), strict=True))
-
-
-def _digest(images: Any) -> str:
-    """SHA-256 of the training images as trained on (after downscaling and ``data.limit``)."""
-    import hashlib
-
-    import numpy as np
-
-    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
-
-
-def _log_generator_model(run: Any, generator: Any, settings: schema.Config) -> None:
-    """The generator as an MLflow model, with its size attached."""
-    from src.flops import count_flops
-    from src.networks import portable
-
-    example = latents(settings.tracking.sample_seed, 4, settings.generator.latent_dim)
-    found = [installed(name) for name in ("keras", "tensorflow")]
-    requirements = [f"{dist}=={version}" for dist, version in filter(None, found)]
-    params = {"parameters": generator.count_params(), "flops_per_image": count_flops(generator)}
-    run.log_keras_model(portable(generator), "generator", example, settings.train.epochs,
-                        params, requirements)  # fmt: skip
-
-
 def _verbosity(verbose: str) -> int:
+    """Keras' ``verbose`` for ``train.verbose``: ``auto`` is a progress bar on a terminal and
+    one line per epoch otherwise (a log file)."""
     if verbose == "auto":
         return 1 if sys.stdout.isatty() else 2
     return int(verbose)
-
-
-def _summaries(*models: Any) -> str:
-    lines: list[str] = []
-    for model in models:
-        model.summary(print_fn=lambda line, **_: lines.append(line), line_length=100)
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _save_models(run: Any, output_dir: Path, *models: Any) -> None:
-    from src.networks import portable
-
-    output_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it; a direct train(cfg) may not
-    for model, name in zip(models, ("generator", "discriminator"), strict=True):
-        path = output_dir / f"{name}.keras"
-        portable(model).save(path)  # loadable by any Keras, without this project's code
-        run.log_artifact(path, name)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

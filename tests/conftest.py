@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -152,53 +151,3 @@ def reload_in_fresh_process(model_path: Path, inputs, folder: Path) -> tuple:
     )
     assert result.returncode == 0, result.stderr
     return np.load(folder / "outputs.npy"), result.stdout.strip().splitlines()[-1]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-SERVER_START_SECONDS = 90
-
-
-@contextmanager
-def serving(command: list[str], url: str, log: Path):
-    """Run an HTTP server ``command`` (``mlflow server``, ``mlflow ui``) until ``url/health``
-    answers, yield it, then stop it with its whole process group (uvicorn's workers too)."""
-    import signal
-    import time
-
-    import requests
-
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with open(log, "w") as out:
-        server = subprocess.Popen(command, cwd=log.parent, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            if server.poll() is not None:
-                raise AssertionError(f"{command[:2]} exited: {log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or too busy starting to answer
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {url}/health in {SERVER_START_SECONDS}s")
-            time.sleep(0.5)
-        yield server
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)

@@ -16,6 +16,19 @@ def sqlite_uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+def isolated(tmp: Path, uri: str, run_dir: str = "hydra.run.dir") -> list[str]:
+    """Overrides that keep a test's runs in the store ``uri`` and its checkpoints
+    (``tmp/ck``), reports (``tmp/reports``) and Hydra folder (``tmp/run``, or ``tmp/sweep``
+    when ``run_dir`` is ``hydra.sweep.dir``) under ``tmp``."""
+    folder = "sweep" if run_dir == "hydra.sweep.dir" else "run"
+    return [
+        f"tracking.uri={uri}",
+        f"paths.checkpoint_dir={tmp / 'ck'}",
+        f"paths.reports_dir={tmp / 'reports'}",
+        f"{run_dir}={tmp / folder}",
+    ]
+
+
 def training_runs(uri: str, reports: bool = False) -> list:
     """Training runs of the experiment (the sweep's report run only when ``reports``)."""
     client = MlflowClient(uri)

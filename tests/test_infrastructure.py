@@ -16,23 +16,22 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_env, free_port, run_cli, serving, start_cli, wait_for_checkpoint
-from helpers import image_steps, mlflow_server_command, only_run, sqlite_uri, training_runs
+from conftest import ROOT, cli_env, run_cli, start_cli, wait_for_checkpoint
+from helpers import (
+    image_steps,
+    isolated,
+    mlflow_server_command,
+    only_run,
+    sqlite_uri,
+    training_runs,
+)
 from mlflow.tracking import MlflowClient
+
+from src.serving import free_port, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.infra]  # make test-infra
 
 TINY = ["data.limit=512", "eval.samples=200", "eval.every_epochs=1"]
-
-
-def _isolated(tmp: Path, uri: str) -> list[str]:
-    """Store, checkpoints, reports and Hydra folders of a test under ``tmp``."""
-    return [
-        f"tracking.uri={uri}",
-        f"paths.checkpoint_dir={tmp / 'ck'}",
-        f"paths.reports_dir={tmp / 'reports'}",
-        f"hydra.run.dir={tmp / 'run'}",
-    ]
 
 
 def _steps(uri: str, run_id: str) -> dict[str, list[int]]:
@@ -75,7 +74,7 @@ runpy.run_module("src.train", run_name="__main__", alter_sys=True)
 @pytest.mark.parametrize("kill_at", [1, 2])
 def test_kill_after_logging_before_checkpoint_logs_no_step_twice(tmp_path, kill_at):
     uri = sqlite_uri(tmp_path / "store")
-    args = [*TINY, "train.epochs=3", *_isolated(tmp_path, uri)]
+    args = [*TINY, "train.epochs=3", *isolated(tmp_path, uri)]
     killed = subprocess.run(
         [sys.executable, "-c", KILL_AFTER_LOGGING, *args],
         cwd=ROOT, env={**cli_env(), "KILL_AT": str(kill_at)},
@@ -88,7 +87,7 @@ def test_kill_after_logging_before_checkpoint_logs_no_step_twice(tmp_path, kill_
 
     resumed = run_cli(*args, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming run {run.info.run_id} after epoch {kill_at - 1}" in resumed.stdout
+    assert f"resuming run {run.info.run_id} after epoch {kill_at - 1}" in resumed.stderr
     run = only_run(uri)
     assert run.info.status == "FINISHED"
     steps = _steps(uri, run.info.run_id)
@@ -106,7 +105,7 @@ SWEEP = ["--multirun", "upsampler=nearest,transpose", "seed=0", *TINY, "train.ep
 
 def test_sweep_killed_and_run_again_keeps_its_id_and_one_run_per_config(tmp_path):
     uri = sqlite_uri(tmp_path / "store")
-    args = [*SWEEP, *_isolated(tmp_path, uri)]
+    args = [*SWEEP, *isolated(tmp_path, uri)]
     driver = start_cli(*args, f"hydra.sweep.dir={tmp_path / 'first'}", log=tmp_path / "first",
                        group=True)  # fmt: skip
     try:
@@ -120,7 +119,7 @@ def test_sweep_killed_and_run_again_keeps_its_id_and_one_run_per_config(tmp_path
 
     again = run_cli(*args, "resume=true", f"hydra.sweep.dir={tmp_path / 'again'}")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"continuing sweep {sweep_id}" in again.stdout
+    assert f"continuing sweep {sweep_id}" in again.stderr
     runs = training_runs(uri)
     assert sorted(run.info.run_name for run in runs) == ["nearest-s0", "transpose-s0"]
     assert {run.info.status for run in runs} == {"FINISHED"}
@@ -149,7 +148,7 @@ def test_processes_starting_together_on_a_fresh_store_all_work(tmp_path):
     at once on a store that does not exist yet: every one works, each sweep's report holds its
     own runs only."""
     uri = sqlite_uri(tmp_path / "store")
-    common = [*TINY, "train.epochs=1", "hydra.launcher.n_jobs=1", *_isolated(tmp_path, uri)]
+    common = [*TINY, "train.epochs=1", "hydra.launcher.n_jobs=1", *isolated(tmp_path, uri)]
     env = {**cli_env(), "MLFLOW_TRACKING_URI": uri}
     processes = {
         "sweep-a": start_cli("--multirun", "upsampler=nearest", "seed=0,1", *common,
@@ -197,7 +196,7 @@ def test_server_restart_within_the_limit_loses_nothing_and_beyond_it_stops_the_r
     runs = {"patient": ("seed=0", "tracking.outage_seconds=120"),
             "brief": ("seed=1", "tracking.outage_seconds=6")}  # fmt: skip
     args = {
-        name: [*common, *extra, *_isolated(tmp_path / name, url)] for name, extra in runs.items()
+        name: [*common, *extra, *isolated(tmp_path / name, url)] for name, extra in runs.items()
     }
     with serving(_server(tmp_path, port), url, tmp_path / "server1.log"):
         processes = {name: start_cli(*args[name], log=tmp_path / name) for name in runs}
@@ -222,7 +221,7 @@ def test_server_restart_within_the_limit_loses_nothing_and_beyond_it_stops_the_r
     assert line.startswith(f"error: nearest-s1: the tracking server {url} did not answer for 6 s")
     assert "resume=true continues it" in line and "Traceback" not in stderr
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming run {at_stop['brief']['run_id']}" in resumed.stdout
+    assert f"resuming run {at_stop['brief']['run_id']}" in resumed.stderr
     assert sorted(finished) == ["nearest-s0", "nearest-s1"]
     assert {run.info.status for run in finished.values()} == {"FINISHED"}
     assert finished["nearest-s1"].info.run_id == at_stop["brief"]["run_id"]

@@ -21,8 +21,9 @@ from src import classifier as clf_module
 from src import metrics
 from src.classifier import DigitClassifier, classifier_key, load_cached, load_or_train
 from src.data import Mnist10, load_mnist
+from src.files import project_root
 from src.metrics import RealReference, evaluate
-from src.schema import DataConfig, project_root
+from src.schema import DataConfig
 
 pytestmark = pytest.mark.slow
 

@@ -216,7 +216,7 @@ def test_default_sweep_runs_jobs_in_parallel_with_their_threads(default_sweep):
 def test_shared_inputs_are_built_once_before_the_jobs(default_sweep):
     tmp, result = default_sweep
     assert result.stderr.count(CLASSIFIER_NOTICE) == 1, result.stderr[-3000:]
-    assert "prepared the shared inputs (classifier, data, reference)" in result.stdout
+    assert "prepared the shared inputs (classifier, data, reference)" in result.stderr
     logs = sorted((tmp / "sweep").glob("*/job.log"))
     assert len(logs) == 4
     for log in logs:

@@ -1,4 +1,4 @@
-"""The cluster path on the database the README recommends: a throw-away PostgreSQL cluster
+"""The cluster path on the database docs/scaling-out.md recommends: a throw-away PostgreSQL cluster
 (src/postgres.py), a real ``mlflow server`` on it, and 16 replayed jobs (src/logging_load.py)
 plus one real training run logging through it at the same time. Every run is read back over
 HTTP: FINISHED, every step of every metric, every sample grid, every artifact; and the rows are
@@ -14,11 +14,11 @@ import json
 import os
 
 import pytest
-from conftest import free_port, serving
 from helpers import mlflow_server_command
 
 from src.logging_load import EPOCH_METRICS, QUALITY_METRICS, eval_steps, run_load
 from src.postgres import bin_dir, throwaway_cluster
+from src.serving import free_port, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.infra]  # make test-infra
 

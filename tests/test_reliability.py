@@ -24,14 +24,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, free_port, run_cli, start_cli, wait_for_checkpoint
+from conftest import ROOT, run_cli, start_cli, wait_for_checkpoint
 from helpers import image_steps as _image_steps
+from helpers import isolated
 from helpers import metric_history as _history
 from helpers import only_run as _only_run
 from helpers import runs_in_file as _runs_in_file
 from helpers import sqlite_uri as _uri
 from helpers import training_runs as _runs
 from mlflow.tracking import MlflowClient
+
+from src.serving import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -53,13 +56,9 @@ MLFLOW_LOG = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d INFO mlflow\.")
 
 
 def _isolated(tmp: Path, name: str) -> list[str]:
-    """Overrides that keep a job's store, checkpoints, Hydra folder and reports under ``tmp``."""
-    return [
-        f"tracking.uri={_uri(tmp / f'store-{name}')}",
-        f"paths.checkpoint_dir={tmp / f'ck-{name}'}",
-        f"paths.reports_dir={tmp / f'reports-{name}'}",
-        f"hydra.run.dir={tmp / f'run-{name}'}",
-    ]
+    """Overrides that keep job ``name``'s store (``tmp/name/store``), checkpoints, Hydra
+    folder and reports under ``tmp/name``."""
+    return isolated(tmp / name, _uri(tmp / name / "store"))
 
 
 def _h5_arrays(source) -> dict[str, np.ndarray]:
@@ -123,7 +122,7 @@ def killed_and_resumed(tmp_path_factory):
     uninterrupted = start_cli(*args_b, log=tmp / "B")
     victim = start_cli(*args_a, log=tmp / "A-killed")
     try:
-        at_kill = wait_for_checkpoint(tmp / "ck-A", victim, epoch=2)
+        at_kill = wait_for_checkpoint(tmp / "A" / "ck", victim, epoch=2)
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=60)
     except BaseException:
@@ -133,11 +132,11 @@ def killed_and_resumed(tmp_path_factory):
         victim.kill()
     assert at_kill["epoch"] == 2, f"missed epoch 3: state was {at_kill}"
     # What the kill left behind, before the resume touches anything.
-    uri_a = _uri(tmp / "store-A")
+    uri_a = _uri(tmp / "A" / "store")
     (run,) = _runs(uri_a)
     left = {
         "returncode": victim.returncode,
-        "state": _state(tmp / "ck-A"),
+        "state": _state(tmp / "A" / "ck"),
         "run": run,
         "d_loss": _history(uri_a, run.info.run_id, "loss/d_loss"),
     }
@@ -145,7 +144,7 @@ def killed_and_resumed(tmp_path_factory):
     resumed = run_cli(*args_a, "resume=true")
     assert uninterrupted.wait(timeout=600) == 0, (tmp / "B.err").read_text()[-3000:]
     return {"tmp": tmp, "left": left, "at_kill": at_kill, "resumed": resumed,
-            "uri_a": uri_a, "uri_b": _uri(tmp / "store-B"), "args_b": args_b}  # fmt: skip
+            "uri_a": uri_a, "uri_b": _uri(tmp / "B" / "store"), "args_b": args_b}  # fmt: skip
 
 
 def test_sigkill_leaves_the_epoch_2_checkpoint_and_no_epoch_3_metrics(killed_and_resumed):
@@ -159,8 +158,8 @@ def test_resume_after_sigkill_gives_bitwise_identical_weights(killed_and_resumed
     tmp = killed_and_resumed["tmp"]
     resumed = killed_and_resumed["resumed"]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    (final_a,) = (tmp / "ck-A").glob("*/epoch-0004.weights.h5")
-    (final_b,) = (tmp / "ck-B").glob("*/epoch-0004.weights.h5")
+    (final_a,) = (tmp / "A" / "ck").glob("*/epoch-0004.weights.h5")
+    (final_b,) = (tmp / "B" / "ck").glob("*/epoch-0004.weights.h5")
     _assert_identical(_h5_arrays(final_a), _h5_arrays(final_b))
     # The comparison can tell states apart: epoch 2's weights differ from epoch 4's.
     at_2 = _h5_arrays(tmp / "epoch-0002.weights.h5")
@@ -182,12 +181,12 @@ def test_resume_continues_the_same_mlflow_run(killed_and_resumed):
     run_id = killed_and_resumed["at_kill"]["run_id"]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert run.info.run_id == run_id and run.info.status == "FINISHED"
-    assert f"resuming run {run_id} after epoch 2" in resumed.stdout
+    assert f"resuming run {run_id} after epoch 2" in resumed.stderr
     for key in PER_EPOCH:
         assert [step for step, _ in _history(uri, run_id, key)] == [1, 2, 3, 4], key
     assert [step for step, _ in _history(uri, run_id, "speed/train_seconds")] == [4]
     assert _image_steps(uri, run_id) == [0, 1, 2, 3, 4]
-    assert _state(killed_and_resumed["tmp"] / "ck-A") == {
+    assert _state(killed_and_resumed["tmp"] / "A" / "ck") == {
         "run_id": run_id,
         "epoch": 4,
         "finished": True,
@@ -280,7 +279,7 @@ def test_resume_of_a_finished_run_does_nothing(killed_and_resumed):
     before = _only_run(uri)
     again = run_cli(*killed_and_resumed["args_b"], "resume=true")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "already finished" in again.stdout and before.info.run_id in again.stdout
+    assert "already finished" in again.stderr and before.info.run_id in again.stderr
     assert "Epoch 1/" not in again.stdout
     after = _only_run(uri)
     assert after.info.run_id == before.info.run_id and after.info.status == "FINISHED"
@@ -342,19 +341,19 @@ def test_divergence_fails_the_run_in_one_line_and_keeps_the_checkpoint(diverged)
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "diverged" in errors[0], result.stderr[-3000:]
-    run = _only_run(_uri(tmp / "store-div"))
+    run = _only_run(_uri(tmp / "div" / "store"))
     assert run.info.status == "FAILED"
     reason = run.data.tags.get("failure_reason", "")
     assert "non-finite" in reason and "d_loss" in reason and "epoch 1" in reason, reason
-    state = _state(tmp / "ck-div")
+    state = _state(tmp / "div" / "ck")
     assert state == {"run_id": run.info.run_id, "epoch": 0, "finished": False}
-    assert not list((tmp / "ck-div").glob("*/epoch-*.weights.h5"))
+    assert not list((tmp / "div" / "ck").glob("*/epoch-*.weights.h5"))
 
 
 def test_multirun_with_a_diverging_job_finishes_the_other_and_exits_nonzero(diverged):
     tmp, results = diverged
     result = results["sweep"].result()
-    runs = _runs(_uri(tmp / "store-sweep"))
+    runs = _runs(_uri(tmp / "sweep" / "store"))
     status = {float(r.data.params["discriminator.leaky_slope"]): r.info.status for r in runs}
     assert status == {0.2: "FINISHED", 1e30: "FAILED"}, result.stderr[-3000:]
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1
@@ -372,10 +371,10 @@ def _interrupt_then_resume(folder: Path, signum: int) -> dict:
     """Start a run, send ``signum`` after its first checkpoint, note what is left, resume it."""
     folder.mkdir()
     args = [*SIGNAL_ARGS, *_isolated(folder, "sig")]
-    uri = _uri(folder / "store-sig")
+    uri = _uri(folder / "sig" / "store")
     process = start_cli(*args, log=folder / "signalled")
     try:
-        at_signal = wait_for_checkpoint(folder / "ck-sig", process, epoch=1)
+        at_signal = wait_for_checkpoint(folder / "sig" / "ck", process, epoch=1)
         os.kill(process.pid, signum)
         returncode = process.wait(timeout=120)
     finally:
@@ -385,7 +384,7 @@ def _interrupt_then_resume(folder: Path, signum: int) -> dict:
         "returncode": returncode,
         "stderr": (folder / "signalled.err").read_text(),
         "run": run,
-        "state": _state(folder / "ck-sig"),
+        "state": _state(folder / "sig" / "ck"),
         "d_loss": _history(uri, run.info.run_id, "loss/d_loss"),
     }
     return {"uri": uri, "at_signal": at_signal, "left": left,
@@ -434,7 +433,7 @@ def test_resume_after_signal_finishes_the_same_run(signalled, name):
     uri, resumed = outcome["uri"], outcome["resumed"]
     run_id, done = outcome["at_signal"]["run_id"], outcome["left"]["state"]["epoch"]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming run {run_id} after epoch {done}" in resumed.stdout
+    assert f"resuming run {run_id} after epoch {done}" in resumed.stderr
     run = _only_run(uri)
     assert run.info.run_id == run_id and run.info.status == "FINISHED"
     for key in PER_EPOCH:
@@ -502,8 +501,8 @@ def _assert_nothing_started(result, tmp: Path) -> None:
     """Non-zero exit, no training, no checkpoint, no MLflow run."""
     assert result.returncode != 0
     assert "Epoch 1/" not in result.stdout
-    assert not (tmp / "ck-bad").exists()
-    assert _runs_in_file(tmp / "store-bad" / "mlflow.db") == []
+    assert not (tmp / "bad" / "ck").exists()
+    assert _runs_in_file(tmp / "bad" / "store" / "mlflow.db") == []
 
 
 @pytest.fixture(scope="module")
@@ -563,7 +562,7 @@ def test_unreachable_tracking_server_fails_fast_in_one_line(tmp_path, record_pro
     assert f"127.0.0.1:{port}" in line and "unreachable" in line, line
     assert elapsed < 30
     _assert_nothing_started(result, tmp_path)
-    assert not (tmp_path / "store-bad").exists()
+    assert not (tmp_path / "bad" / "store").exists()
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
@@ -596,7 +595,7 @@ def test_corrupted_data_cache_is_rebuilt_with_a_notice(tmp_path, capsys, damage)
 
 
 def test_parallel_sweep_on_a_fresh_sqlite_store(tmp_path):
-    db = tmp_path / "store-par" / "mlflow.db"
+    db = tmp_path / "par" / "store" / "mlflow.db"
     assert not db.exists()
     result = run_cli(
         "--multirun",
@@ -609,7 +608,7 @@ def test_parallel_sweep_on_a_fresh_sqlite_store(tmp_path):
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    uri = _uri(tmp_path / "store-par")
+    uri = _uri(tmp_path / "par" / "store")
     runs = _runs(uri)
     assert sorted(run.info.run_name for run in runs) == [f"nearest-s{s}" for s in range(4)]
     assert {run.info.status for run in runs} == {"FINISHED"}

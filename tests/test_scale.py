@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from conftest import CONF, free_port, run_cli, serving
+from conftest import CONF, run_cli
 from helpers import mlflow_server_command
 from mlflow.tracking import MlflowClient
+
+from src.serving import free_port, serving
 
 pytestmark = pytest.mark.slow
 

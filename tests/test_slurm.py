@@ -27,10 +27,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, run_cli, serving, start_cli, wait_for_checkpoint
-from helpers import mlflow_server_command
+from conftest import run_cli, start_cli, wait_for_checkpoint
+from helpers import isolated, mlflow_server_command
 from mlflow.tracking import MlflowClient
 from slurm_cluster import SlurmCluster, missing
+
+from src.serving import free_port, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.infra]  # make test-infra
 
@@ -86,16 +88,6 @@ def start_sweep(slurm):
         if driver.poll() is None:
             driver.kill()
             driver.wait(timeout=30)
-
-
-def _isolated(tmp: Path, uri: str) -> list[str]:
-    """Overrides that keep a sweep's store, Hydra folder, checkpoints and reports under ``tmp``."""
-    return [
-        f"tracking.uri={uri}",
-        f"hydra.sweep.dir={tmp / 'sweep'}",
-        f"paths.checkpoint_dir={tmp / 'checkpoints'}",
-        f"paths.reports_dir={tmp / 'reports'}",
-    ]
 
 
 def _training_runs(uri: str) -> list:
@@ -179,7 +171,7 @@ def _ended(uri: str, timeout: float = 60):
 
 def _checkpoint(tmp: Path) -> tuple[dict, Path]:
     """The one run's checkpoint state and folder."""
-    (state_file,) = (tmp / "checkpoints").glob("*/state.json")
+    (state_file,) = (tmp / "ck").glob("*/state.json")
     return json.loads(state_file.read_text()), state_file.parent
 
 
@@ -201,7 +193,7 @@ def mlflow_server(tmp_path):
 def test_sweep_runs_as_a_slurm_array_and_logs_to_a_server(slurm, mlflow_server, tmp_path):
     uri = mlflow_server
     result = run_cli(*SLURM, "upsampler=nearest,transpose", "seed=0", *TINY,
-                     *_isolated(tmp_path, uri))  # fmt: skip
+                     *isolated(tmp_path, uri, "hydra.sweep.dir"))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:] + _logs(tmp_path)
     runs = _training_runs(uri)
     assert sorted(run.info.run_name for run in runs) == ["nearest-s0", "transpose-s0"]
@@ -239,7 +231,7 @@ def test_a_job_past_its_time_limit_ends_failed_and_keeps_its_checkpoint(
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     log = tmp_path / "driver"
     driver = start_sweep(*SLURM, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10",
-                       *LONG, *_isolated(tmp_path, uri), log=log)  # fmt: skip
+                       *LONG, *isolated(tmp_path, uri, "hydra.sweep.dir"), log=log)  # fmt: skip
     status, out, err = _finish(driver, log, timeout=240)
     logs = _logs(tmp_path)
     assert status == 1, err[-3000:] + logs
@@ -275,10 +267,10 @@ def test_a_requeued_job_resumes_its_run_and_finishes_it(slurm, start_sweep, tmp_
     epochs = 6
     driver = start_sweep(*SLURM, "hydra.launcher.timeout_min=5", "hydra.launcher.max_num_timeout=1",
                        "resume=true", "data.limit=4096", f"train.epochs={epochs}",
-                       "eval.samples=500", "eval.every_epochs=100", *_isolated(tmp_path, uri),
-                       log=log)  # fmt: skip
+                       "eval.samples=500", "eval.every_epochs=100",
+                       *isolated(tmp_path, uri, "hydra.sweep.dir"), log=log)  # fmt: skip
     job = _job_id(slurm)
-    first = wait_for_checkpoint(tmp_path / "checkpoints", driver, epoch=2)
+    first = wait_for_checkpoint(tmp_path / "ck", driver, epoch=2)
     slurm.run("scancel", "--signal=USR2", job)
     # Until the requeued job runs again its run is KILLED, as after Ctrl-C: submitit requeues it
     # (scontrol requeue, which SIGTERMs the job) and exits.
@@ -315,10 +307,10 @@ def test_scancel_ends_the_run_killed(slurm, start_sweep, tmp_path):
     the driver waits until it is stopped (as a user would, Ctrl-C; here SIGTERM)."""
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     log = tmp_path / "driver"
-    driver = start_sweep(*SLURM, "hydra.launcher.timeout_min=5", *LONG, *_isolated(tmp_path, uri),
-                       log=log)  # fmt: skip
+    driver = start_sweep(*SLURM, "hydra.launcher.timeout_min=5", *LONG,
+                       *isolated(tmp_path, uri, "hydra.sweep.dir"), log=log)  # fmt: skip
     job = _job_id(slurm)
-    wait_for_checkpoint(tmp_path / "checkpoints", driver, epoch=1)
+    wait_for_checkpoint(tmp_path / "ck", driver, epoch=1)
     slurm.run("scancel", job)
     run = _ended(uri)
     assert run.info.status == "KILLED", _logs(tmp_path)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import reload_in_fresh_process
+from helpers import image_steps, only_run
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -26,17 +27,9 @@ SECTIONS = {"loss", "discriminator", "quality", "classes", "artifacts", "speed"}
 SIZE_TAGS = ["generator_params", "discriminator_params", "generator_flops", "train_images"]
 
 
-def _only_run(uri: str):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("upsamplers")
-    runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 1
-    return client, runs[0]
-
-
-def _image_steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
-    names = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]
-    return sorted(int(re.search(rf"{key}\+step\+(\d+)\+", name).group(1)) for name in names)
+def _only_run(uri: str) -> tuple[MlflowClient, object]:
+    """A client on ``uri`` and the store's one run."""
+    return MlflowClient(uri), only_run(uri)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +109,8 @@ def test_dataset_source_and_description(trained):
     import hashlib
 
     from src.data import load_mnist
-    from src.schema import DataConfig, project_root
+    from src.files import project_root
+    from src.schema import DataConfig
 
     uri, result, _ = trained
     _, run = _only_run(uri)
@@ -159,7 +153,7 @@ def test_generator_is_an_mlflow_model_with_its_size(trained):
 def test_sample_grids_per_epoch_from_step_0(trained):
     uri, _, tmp = trained
     client, run = _only_run(uri)
-    assert _image_steps(client, run.info.run_id, "samples") == [0, 1, 2]
+    assert image_steps(uri, run.info.run_id, "samples") == [0, 1, 2]
     from PIL import Image
 
     png = next(a.path for a in client.list_artifacts(run.info.run_id, "images")

@@ -2,7 +2,7 @@
 
 Locally without Chromium these tests are skipped with the command that installs it; CI sets
 ``REQUIRE_BROWSER=1`` (in .ci/run), where a missing browser fails them instead. The screenshots
-go to ``outputs/screenshots/`` (the README's come from there, reduced, in docs/img/).
+go to ``outputs/screenshots/`` (the docs' come from there, reduced, in docs/img/).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, run_cli, serving
+from conftest import ROOT, run_cli
 from mlflow.tracking import MlflowClient
 
 from src import tracking
+from src.serving import free_port, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -149,7 +150,7 @@ def test_run_page_shows_the_sample_grid_inside_its_card(browser):
     link = tracking.run_link(uri, run.info.experiment_id, run.info.run_id)  # as train prints it
     # As a new browser shows it: with the assistant panel open, the card is ~290 px wide. Its
     # view is 250 px tall, and MLflow centres the image in a square as wide as the card, so a
-    # wider card (panel closed) pushes even a wide grid below the view (README).
+    # wider card (panel closed) pushes even a wide grid below the view (docs/mlflow-ui.md).
     _open(driver, link.replace(tracking.UI_ADDRESS, url), close_assistant=False)
     assert "Observability" not in driver.find_element(By.TAG_NAME, "body").text  # training view
     search = _wait(driver, lambda d: d.find_element(
@@ -205,7 +206,7 @@ def _chart_search(driver):
 
 
 def test_runs_grouped_by_upsampler_chart_losses_with_bands(browser):
-    """What the README shows: group by the ``upsampler`` tag, then the chart view draws each
+    """What docs/mlflow-ui.md shows: group by the ``upsampler`` tag, then the chart view draws each
     group's mean with a band over its seeds."""
     from selenium.webdriver.common.by import By
 
