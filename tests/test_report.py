@@ -8,6 +8,7 @@ import re
 import mlflow
 import numpy as np
 import pytest
+import scipy.stats
 from conftest import run_cli
 from PIL import Image
 
@@ -99,8 +100,11 @@ def test_table_matches_a_direct_search_runs(sweep):
             values = finished[f"metrics.{metric(key)}"].to_numpy(dtype=float)
             assert row[key]["n"] == 2, key
             assert row[key]["mean"] == pytest.approx(values.mean(), rel=1e-12), key
-            low, high = row[key]["low"], row[key]["high"]
-            assert low <= values.mean() <= high, key
+            # The t interval in closed form from the runs' own values: mean +- t * sd / sqrt(n).
+            n = len(values)
+            half = scipy.stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)
+            expected = (values.mean() - half, values.mean() + half)
+            assert (row[key]["low"], row[key]["high"]) == pytest.approx(expected, abs=1e-9), key
             checked += 1
     assert checked == 2 * len(TABLE_METRICS)
 
