@@ -103,10 +103,11 @@ def _anchors(path: Path) -> set[str]:
     return {_anchor(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, re.M)}
 
 
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+        *sorted((ROOT / "experiments").glob("*/STUDY.md"))]  # fmt: skip
 
 
-@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_leads_to_a_file_and_heading(page):
     broken = []
     for target in LINK.findall(page.read_text()):
