@@ -381,9 +381,8 @@ def cli() -> None:
         # Ctrl-C or SIGTERM: the runs are KILLED (by train, or here for workers the launcher
         # killed first); one line instead of the traceback.
         stopped = str(error) if isinstance(error, signals.Stopped) else None
-        print(
-            sweep.end_interrupted_sweep() or stopped or "interrupted before any run started",
-            file=sys.stderr,
+        messages.say(
+            sweep.end_interrupted_sweep() or stopped or "interrupted before any run started"
         )
         sys.exit(signals.exit_status(error))
     except Exception as error:
