@@ -204,7 +204,9 @@ def load_or_train(data: Mnist10, cache_dir: str | Path, method: str) -> DigitCla
     }
     # JSON first: a present .keras file means both are complete, so a parallel job never loads
     # a half-written model (racing writers store equivalent results).
-    write_atomically(info_path, lambda partial: partial.write_text(json.dumps(info, indent=2)))
+    write_atomically(
+        info_path, lambda partial: partial.write_text(json.dumps(info, indent=2) + "\n")
+    )
     write_atomically(model_path, model.save)
     return DigitClassifier(model, key, accuracy, train_seconds, model_path, from_cache=False)
 

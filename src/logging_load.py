@@ -169,7 +169,7 @@ def _save_spectrum(path: Path, image_size: int) -> dict[str, list[float]]:
     figure = spectrum_figure(spectrum["frequency"], spectrum["real"],
                              {"generated": spectrum["generated"]},
                              "Azimuthally averaged power spectrum")  # fmt: skip
-    save(figure, path)
+    save(figure, path, dpi="figure")  # as MLflow's log_figure saves the run's own
     return spectrum
 
 
@@ -540,10 +540,11 @@ def run_load(uri: str, jobs: int, overrides: Sequence[str] = (), train: int = 0,
     results = scratch / f"results-{load_id}"
     results.mkdir()
     replay_args = (uri, experiment_id, load_id, prepared, epoch_seconds)
-    trainings = _launch(jobs, replay_args, results, times,
-                        lambda: [_start_training(i, uri, experiment, results, train_overrides)
-                                 for i in range(train)])  # fmt: skip
-    outcomes, problems = _outcomes(results, jobs)
+    trainings, workers = _launch(jobs, replay_args, results, times,
+                                 lambda: [_start_training(i, uri, experiment, results,
+                                                          train_overrides)
+                                          for i in range(train)])  # fmt: skip
+    outcomes, problems = _outcomes(results, workers)
     times["reading"] = time.time()
     client = MlflowClient(uri)
     # MLflow looks a logged model named like an artifact folder ("generator") up through the
@@ -567,10 +568,10 @@ def _launch(
     results: Path,
     times: dict[str, float],
     start_trainings: Callable[[], list[subprocess.Popen]],
-) -> list[subprocess.Popen]:
+) -> tuple[list[subprocess.Popen], list[Any]]:
     """Fork ``jobs`` replaying processes, start the training runs, let the replay go once
     every training run is open, and wait for all of them; ``times`` gets when each phase
-    began. Returns the training processes."""
+    began. Returns the training processes and the replaying ones."""
     fork = multiprocessing.get_context("fork")
     barrier = fork.Barrier(jobs + 1)
     workers = [fork.Process(target=_job, args=(job, *replay_args, barrier, results))
@@ -589,18 +590,18 @@ def _launch(
     for process in trainings:
         process.wait()
     times["ended"] = time.time()  # the last training's end
-    return trainings
+    return trainings, workers
 
 
-def _outcomes(results: Path, jobs: int) -> tuple[list[dict], list[str]]:
+def _outcomes(results: Path, workers: list[Any]) -> tuple[list[dict], list[str]]:
     """What each replayed job wrote about itself, and the jobs that wrote nothing."""
     outcomes, problems = [], []
-    for job in range(jobs):
+    for job, worker in enumerate(workers):
         path = results / f"{job}.json"
         if path.is_file():
             outcomes.append(json.loads(path.read_text()))
         else:
-            problems.append(f"job {job} ended without a result")
+            problems.append(f"job {job} ended (exit {worker.exitcode}) without a result")
     return outcomes, problems
 
 

@@ -38,4 +38,7 @@ if not LOGGER.handlers:
 
 def say(line: str) -> None:
     """Tell the user ``line`` (a notice: what the harness is doing or did for them) on stderr."""
+    # hydra/job_logging=disabled disables every logger that exists; these lines are the user's
+    # (a resume, the Ctrl-C line), not log chatter, so they are not silenced with it.
+    LOGGER.disabled = False
     LOGGER.info(line)

@@ -21,10 +21,11 @@ def pyplot() -> Any:
 
 
 def spectrum_figure(frequency: Sequence[float], real: Sequence[float],
-                    generated: Mapping[str, Sequence[float]], title: str) -> Any:  # fmt: skip
+                    generated: Mapping[str, Sequence[float]], title: str,
+                    size: tuple[float, float] = (5.5, 4)) -> Any:  # fmt: skip
     """Radially averaged power against spatial frequency on a log scale: the real images'
-    spectrum dashed, one line per entry of ``generated`` (label -> power)."""
-    fig, axis = pyplot().subplots(figsize=(6.5, 4.5) if len(generated) > 1 else (5.5, 4))
+    spectrum dashed, one line per entry of ``generated`` (label -> power); ``size`` in inches."""
+    fig, axis = pyplot().subplots(figsize=size)
     axis.semilogy(frequency, real, "k--", label="real (test split)")
     for colour, (label, power) in enumerate(generated.items()):
         axis.semilogy(frequency, power, color=f"C{colour}", label=label)
@@ -67,8 +68,9 @@ def band_panels(panels: Mapping[str, Sequence[Band]], path: Path, zero_line: boo
     save(fig, path)
 
 
-def save(fig: Any, path: Path) -> None:
-    """Write ``fig`` to ``path`` as the report's figures are (110 dpi) and free it."""
+def save(fig: Any, path: Path, dpi: float | str = 110) -> None:
+    """Write ``fig`` to ``path`` (the report's figures at 110 dpi; ``"figure"``: matplotlib's
+    own, as MLflow's ``log_figure`` saves a run's) and free it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     pyplot().close(fig)

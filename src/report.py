@@ -337,7 +337,7 @@ def _plot_spectra(client: Any, runs: Any, path: Path, scratch: Path) -> bool:
         return False
     means = {name: np.mean(items, axis=0) for name, items in sorted(spectra.items())}
     title = "Azimuthally averaged power spectrum, final samples"
-    save(spectrum_figure(frequencies, real, means, title), path)
+    save(spectrum_figure(frequencies, real, means, title, size=(6.5, 4.5)), path)
     return True
 
 
