@@ -75,9 +75,10 @@ bench-scaling: $(STAMP)  ## run time of real runs against epochs and of sweeps a
 train: $(STAMP)  ## one run with the defaults (add ARGS="upsampler=transpose ...")
 	$(PY) -m src.train $(ARGS)
 
-lint: $(STAMP)  ## ruff lint and format check
+lint: $(STAMP)  ## ruff lint and format check, and the layer contracts (pyproject.toml: importlinter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

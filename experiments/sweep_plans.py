@@ -24,11 +24,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from src.scratch import scratch_command  # noqa: E402 - after the path is set
+from src.bench.isolated_run import scratch_command  # noqa: E402 - after the path is set
 
-SWEEP = ["upsampler=nearest", "seed=0,1,2,3", "train.epochs=4", "data.limit=30000",
-         "eval.every_epochs=100", "train.verbose=0",
-         "hydra.callbacks.sweep.report=false"]  # fmt: skip
+SWEEP = [
+    "upsampler=nearest",
+    "seed=0,1,2,3",
+    "train.epochs=4",
+    "data.limit=30000",
+    "eval.every_epochs=100",
+    "train.verbose=0",
+    "hydra.callbacks.sweep.report=false",
+]
 PLANS = {  # label: extra overrides
     "one_at_a_time_default_threads": ["hydra/launcher=basic"],
     "default": [],

@@ -6,17 +6,18 @@ from __future__ import annotations
 import argparse
 import os
 
-from src import messages, tracking
-from src.files import project_root
+from src.core import messages
+from src.core.files import project_root
+from src.tracking.store import store
 
 
-def experiment_link(uri: str, experiment: str, sweep_id: str | None = None) -> str:
+def open_line(uri: str, experiment: str, sweep_id: str | None = None) -> str:
     """What to open for ``experiment`` in the store ``uri``: its link, or a line saying why
     there is none yet."""
-    found = tracking.open_client(uri).get_experiment_by_name(experiment)
+    found = store.open_client(uri).get_experiment_by_name(experiment)
     if found is None:
         return f"no experiment {experiment!r} in {uri} yet: run `make sweep` or `make train` first"
-    link = tracking.experiment_link(uri, found.experiment_id, sweep_id)
+    link = store.experiment_link(uri, found.experiment_id, sweep_id)
     return f"open: {link or f'mlflow ui --backend-store-uri {uri}'}"
 
 
@@ -26,13 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_id", nargs="?", help="show only this sweep's runs")
     parser.add_argument("--experiment", default="upsamplers")
     args = parser.parse_args(argv)
-    uri = tracking.resolve_uri(os.environ.get("MLFLOW_TRACKING_URI"), project_root())
-    if uri.startswith(tracking.SQLITE_PREFIX) and not os.path.exists(
-        uri[len(tracking.SQLITE_PREFIX) :]
-    ):
+    uri = store.resolve_uri(os.environ.get("MLFLOW_TRACKING_URI"), project_root())
+    if uri.startswith(store.SQLITE_PREFIX) and not os.path.exists(uri[len(store.SQLITE_PREFIX) :]):
         messages.say(f"no runs yet ({uri} does not exist): run `make sweep` or `make train` first")
         return
-    print(experiment_link(uri, args.experiment, args.sweep_id))
+    print(open_line(uri, args.experiment, args.sweep_id))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ import time
 from pathlib import Path
 
 # Where Debian installs them; the client commands come from PATH.
-DAEMONS = {"munged": "/usr/sbin/munged", "slurmctld": "/usr/sbin/slurmctld",
-           "slurmd": "/usr/sbin/slurmd"}  # fmt: skip
+DAEMONS = {
+    "munged": "/usr/sbin/munged",
+    "slurmctld": "/usr/sbin/slurmctld",
+    "slurmd": "/usr/sbin/slurmd",
+}
 CLIENTS = ("sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
 PACKAGES = "slurmctld slurmd slurm-client munge"
 START_SECONDS = 60
@@ -91,8 +94,9 @@ class SlurmCluster:
 
     def node_line(self) -> str:
         """``NodeName=<host> CPUs=.. RealMemory=..`` as slurmd detects this machine."""
-        out = subprocess.run([DAEMONS["slurmd"], "-C"], capture_output=True, text=True,
-                             check=True, timeout=30).stdout  # fmt: skip
+        out = subprocess.run(
+            [DAEMONS["slurmd"], "-C"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
         return next(line for line in out.splitlines() if line.startswith("NodeName="))
 
     def start(self) -> None:
@@ -104,13 +108,25 @@ class SlurmCluster:
         key.chmod(0o400)
         self.node = self.node_line()
         self.host = self.node.split()[0].partition("=")[2]
-        self.conf.write_text(CONF.format(host=self.host, ctld_port=_free_port(),
-                                         slurmd_port=_free_port(), folder=self.folder,
-                                         node=self.node))  # fmt: skip
+        self.conf.write_text(
+            CONF.format(
+                host=self.host,
+                ctld_port=_free_port(),
+                slurmd_port=_free_port(),
+                folder=self.folder,
+                node=self.node,
+            )
+        )
         folder = self.folder
-        self._daemon("munged", "-F", f"--socket={folder}/munge.socket", f"--key-file={key}",
-                     f"--pid-file={folder}/munged.pid", f"--seed-file={folder}/munged.seed",
-                     f"--log-file={folder}/log/munged.log")  # fmt: skip
+        self._daemon(
+            "munged",
+            "-F",
+            f"--socket={folder}/munge.socket",
+            f"--key-file={key}",
+            f"--pid-file={folder}/munged.pid",
+            f"--seed-file={folder}/munged.seed",
+            f"--log-file={folder}/log/munged.log",
+        )
         self._wait(lambda: (folder / "munge.socket").exists(), "munged's socket")
         self._daemon("slurmctld", "-D", "-i")
         self._daemon("slurmd", "-D")
@@ -119,9 +135,13 @@ class SlurmCluster:
     def _daemon(self, name: str, *args: str) -> None:
         with open(self.folder / "log" / f"{name}.out", "w") as out:
             self.processes[name] = subprocess.Popen(
-                [DAEMONS[name], *args], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=self.folder,
-            )  # fmt: skip
+                [DAEMONS[name], *args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.folder,
+            )
 
     def _node_idle(self) -> bool:
         state = self.run("sinfo", "-h", "-o", "%T", check=False).stdout.strip()
@@ -139,8 +159,9 @@ class SlurmCluster:
 
     def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
         """A SLURM client command against this cluster."""
-        return subprocess.run(command, env=self.env, capture_output=True, text=True,
-                              check=check, timeout=60)  # fmt: skip
+        return subprocess.run(
+            command, env=self.env, capture_output=True, text=True, check=check, timeout=60
+        )
 
     def jobs(self) -> list[str]:
         """``<job id> <state>`` of every job the controller still lists (array tasks apart)."""

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 SRC = ROOT / "src"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
@@ -56,8 +56,12 @@ def test_every_module_is_listed_in_a_layer():
 
 def test_no_module_imports_a_higher_layer():
     layer = layers()
-    upward = [(module, imported) for module in MODULES for imported in imports(module)
-              if layer[imported] > layer[module]]  # fmt: skip
+    upward = [
+        (module, imported)
+        for module in MODULES
+        for imported in imports(module)
+        if layer[imported] > layer[module]
+    ]
     assert upward == []
 
 
@@ -103,8 +107,11 @@ def _anchors(path: Path) -> set[str]:
     return {_anchor(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, re.M)}
 
 
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
-        *sorted((ROOT / "experiments").glob("*/STUDY.md"))]  # fmt: skip
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "experiments").glob("*/STUDY.md")),
+]
 
 
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: str(p.relative_to(ROOT)))

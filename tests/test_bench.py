@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
-from src.bench import linear_fit
-from src.sweep_bench import aggregate, union_seconds
+from src.bench.benchmark import linear_fit
+from src.bench.sweep_timing import aggregate, union_seconds
 
 
 def run_bench(out: Path, *args: str, timeout: int) -> subprocess.CompletedProcess:
@@ -45,8 +45,12 @@ def test_tiny_benchmark_writes_every_figure(tmp_path):
     assert row["model_flop_utilisation"] > 0
     assert report["matmul_gflops"] > 0
     assert set(report["batch_scaling_images_per_second"]) == {"32", "128"}
-    for key in ("final_evaluation_seconds", "startup_to_first_epoch_seconds",
-                "mlflow_logging_seconds_per_epoch", "mlflow_logging_share_of_epoch"):  # fmt: skip
+    for key in (
+        "final_evaluation_seconds",
+        "startup_to_first_epoch_seconds",
+        "mlflow_logging_seconds_per_epoch",
+        "mlflow_logging_share_of_epoch",
+    ):
         assert report[key] > 0, key
     assert "nearest" in result.stdout and "ratio" in result.stdout
     _check_sweep_figure(report["sweep"])

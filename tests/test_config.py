@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CONF, run_cli
+from helpers import CONF, run_cli
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from src.schema import ConfigError, to_settings
+from src.config.schema import ConfigError, to_settings
 
 UPSAMPLERS = sorted(path.stem for path in (CONF / "upsampler").glob("*.yaml"))
 
@@ -18,7 +18,7 @@ def test_group_lists_the_tutorial_variants():
 
 @pytest.mark.parametrize("upsampler", UPSAMPLERS)
 def test_every_upsampler_composes_validates_and_builds(make_cfg, upsampler):
-    from src.networks import build_generator
+    from src.models.networks import build_generator
 
     settings = to_settings(make_cfg(f"upsampler={upsampler}"))
     assert settings.upsampler.name == upsampler
@@ -98,7 +98,7 @@ def test_cli_range_errors_are_one_line_and_write_nothing(tmp_path, override):
 def test_interpolations_the_schema_allows_are_the_ones_keras_takes():
     from keras.src.backend.tensorflow.image import RESIZE_INTERPOLATIONS
 
-    from src.upsamplers import INTERPOLATIONS
+    from src.models.upsamplers import INTERPOLATIONS
 
     assert set(INTERPOLATIONS) == set(RESIZE_INTERPOLATIONS)
 
@@ -109,6 +109,6 @@ def test_interpolations_the_schema_allows_are_the_ones_keras_takes():
 )
 def test_outage_limit_becomes_mlflows_retry_schedule(seconds, schedule):
     """MLflow's default (7 retries, factor 2) covers 244 s: 0+4+8+16+32+64+120 (capped)."""
-    from src.tracking import outage_schedule
+    from src.tracking.store import outage_schedule
 
     assert outage_schedule(seconds) == schedule

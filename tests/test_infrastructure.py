@@ -16,18 +16,22 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_env, run_cli, start_cli, wait_for_checkpoint
 from helpers import (
+    ROOT,
+    cli_env,
     image_steps,
     isolated,
     mlflow_server_command,
     only_run,
+    run_cli,
     sqlite_uri,
+    start_cli,
     training_runs,
+    wait_for_checkpoint,
 )
 from mlflow.tracking import MlflowClient
 
-from src.serving import free_port, serving
+from src.loadtest.servers import free_port, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.infra]  # make test-infra
 
@@ -45,8 +49,11 @@ def _steps(uri: str, run_id: str) -> dict[str, list[int]]:
 
 
 def _twice(steps: dict[str, list[int]]) -> dict[str, list[int]]:
-    return {key: [s for s, n in Counter(v).items() if n > 1] for key, v in steps.items()
-            if len(set(v)) != len(v)}  # fmt: skip
+    return {
+        key: [s for s, n in Counter(v).items() if n > 1]
+        for key, v in steps.items()
+        if len(set(v)) != len(v)
+    }
 
 
 # --- exactly once: a kill between an epoch's logging and its checkpoint ------------------------
@@ -55,7 +62,7 @@ def _twice(steps: dict[str, list[int]]) -> dict[str, list[int]]:
 # after the epoch's metrics, sample grid and evaluation are logged and before its checkpoint.
 KILL_AFTER_LOGGING = """
 import os, runpy, signal, sys
-from src import callbacks
+from src.run import callbacks
 
 at = int(os.environ["KILL_AT"])
 save = callbacks.EpochCheckpoint.on_epoch_end
@@ -77,9 +84,12 @@ def test_kill_after_logging_before_checkpoint_logs_no_step_twice(tmp_path, kill_
     args = [*TINY, "train.epochs=3", *isolated(tmp_path, uri)]
     killed = subprocess.run(
         [sys.executable, "-c", KILL_AFTER_LOGGING, *args],
-        cwd=ROOT, env={**cli_env(), "KILL_AT": str(kill_at)},
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**cli_env(), "KILL_AT": str(kill_at)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run = only_run(uri)
     before = _steps(uri, run.info.run_id)
@@ -99,15 +109,22 @@ def test_kill_after_logging_before_checkpoint_logs_no_step_twice(tmp_path, kill_
 
 # --- a sweep killed with SIGKILL, run again ----------------------------------------------------
 
-SWEEP = ["--multirun", "upsampler=nearest,transpose", "seed=0", *TINY, "train.epochs=3",
-         "hydra.launcher.n_jobs=2"]  # fmt: skip
+SWEEP = [
+    "--multirun",
+    "upsampler=nearest,transpose",
+    "seed=0",
+    *TINY,
+    "train.epochs=3",
+    "hydra.launcher.n_jobs=2",
+]
 
 
 def test_sweep_killed_and_run_again_keeps_its_id_and_one_run_per_config(tmp_path):
     uri = sqlite_uri(tmp_path / "store")
     args = [*SWEEP, *isolated(tmp_path, uri)]
-    driver = start_cli(*args, f"hydra.sweep.dir={tmp_path / 'first'}", log=tmp_path / "first",
-                       group=True)  # fmt: skip
+    driver = start_cli(
+        *args, f"hydra.sweep.dir={tmp_path / 'first'}", log=tmp_path / "first", group=True
+    )
     try:
         wait_for_checkpoint(tmp_path / "ck", driver, epoch=1)
     finally:
@@ -129,8 +146,13 @@ def test_sweep_killed_and_run_again_keeps_its_id_and_one_run_per_config(tmp_path
     assert "2 runs" in report, report[:500]
 
     # Naming the sweep: a grid it did not run is refused, and so is continuing without resume.
-    other = run_cli(*[a for a in args if a != "seed=0"], "seed=1", "resume=true",
-                    f"sweep.id={sweep_id}", f"hydra.sweep.dir={tmp_path / 'other'}")  # fmt: skip
+    other = run_cli(
+        *[a for a in args if a != "seed=0"],
+        "seed=1",
+        "resume=true",
+        f"sweep.id={sweep_id}",
+        f"hydra.sweep.dir={tmp_path / 'other'}",
+    )
     assert other.returncode != 0
     assert other.stderr.strip().splitlines()[-1].startswith(f"error: sweep {sweep_id} ran 2 ")
     plain = run_cli(*args, f"sweep.id={sweep_id}", f"hydra.sweep.dir={tmp_path / 'plain'}")
@@ -151,18 +173,33 @@ def test_processes_starting_together_on_a_fresh_store_all_work(tmp_path):
     common = [*TINY, "train.epochs=1", "hydra.launcher.n_jobs=1", *isolated(tmp_path, uri)]
     env = {**cli_env(), "MLFLOW_TRACKING_URI": uri}
     processes = {
-        "sweep-a": start_cli("--multirun", "upsampler=nearest", "seed=0,1", *common,
-                             f"hydra.sweep.dir={tmp_path / 'a'}", log=tmp_path / "a"),
-        "sweep-b": start_cli("--multirun", "upsampler=transpose", "seed=0,1", *common,
-                             f"hydra.sweep.dir={tmp_path / 'b'}", log=tmp_path / "b"),
+        "sweep-a": start_cli(
+            "--multirun",
+            "upsampler=nearest",
+            "seed=0,1",
+            *common,
+            f"hydra.sweep.dir={tmp_path / 'a'}",
+            log=tmp_path / "a",
+        ),
+        "sweep-b": start_cli(
+            "--multirun",
+            "upsampler=transpose",
+            "seed=0,1",
+            *common,
+            f"hydra.sweep.dir={tmp_path / 'b'}",
+            log=tmp_path / "b",
+        ),
         "run": start_cli(*common, "upsampler=bilinear", log=tmp_path / "run"),
-    }  # fmt: skip
+    }
     for number in range(2):
         with open(tmp_path / f"links{number}.out", "w") as out:
             processes[f"links{number}"] = subprocess.Popen(
-                [sys.executable, "-m", "src.links"], cwd=ROOT, env=env, stdout=out,
+                [sys.executable, "-m", "src.links"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
                 stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            )
     codes = {name: process.wait(timeout=900) for name, process in processes.items()}
     logs = {name: (tmp_path / f"{name.replace('sweep-', '')}.err") for name in processes}
     assert codes == dict.fromkeys(processes, 0), {
@@ -193,15 +230,19 @@ def test_server_restart_within_the_limit_loses_nothing_and_beyond_it_stops_the_r
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     common = [*TINY, "data.limit=2048", "train.epochs=4", "train.threads=1"]
-    runs = {"patient": ("seed=0", "tracking.outage_seconds=120"),
-            "brief": ("seed=1", "tracking.outage_seconds=6")}  # fmt: skip
+    runs = {
+        "patient": ("seed=0", "tracking.outage_seconds=120"),
+        "brief": ("seed=1", "tracking.outage_seconds=6"),
+    }
     args = {
         name: [*common, *extra, *isolated(tmp_path / name, url)] for name, extra in runs.items()
     }
     with serving(_server(tmp_path, port), url, tmp_path / "server1.log"):
         processes = {name: start_cli(*args[name], log=tmp_path / name) for name in runs}
-        at_stop = {name: wait_for_checkpoint(tmp_path / name / "ck", processes[name], epoch=1)
-                   for name in runs}  # fmt: skip
+        at_stop = {
+            name: wait_for_checkpoint(tmp_path / name / "ck", processes[name], epoch=1)
+            for name in runs
+        }
     stopped = time.monotonic()
     brief = processes["brief"].wait(timeout=300)  # gives up while the server is away
     waited = time.monotonic() - stopped

@@ -4,21 +4,27 @@ than the untrained generator's and draw most of the ten digits, for both tutoria
 Nothing else in the suite looks at whether training improves the samples, so a generator
 trained the wrong way (its loss target flipped), a swapped discriminator label, a dropped
 update or a wrong sign in the discriminator's loss would pass every other test. Each of those
-mutations of ``src.gan.GAN.train_step`` was made by hand once and made this test fail
+mutations of ``src.models.gan.GAN.train_step`` was made by hand once and made this test fail
 (docs/testing.md lists the measured values)."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import CONF
-from helpers import metric_history, sqlite_uri
+from helpers import CONF, metric_history, sqlite_uri
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 4
 # 4 epochs of 8,192 images (256 steps of 32) move FD from about 200 to well under half of it.
-OVERRIDES = ["seed=0", "data.limit=8192", f"train.epochs={EPOCHS}", "train.batch_size=32",
-             f"eval.every_epochs={EPOCHS}", "eval.samples=2000", "train.verbose=0"]  # fmt: skip
+OVERRIDES = [
+    "seed=0",
+    "data.limit=8192",
+    f"train.epochs={EPOCHS}",
+    "train.batch_size=32",
+    f"eval.every_epochs={EPOCHS}",
+    "eval.samples=2000",
+    "train.verbose=0",
+]
 FD_SHARE = 0.5  # the final FD is at most this share of the untrained generator's
 MIN_CLASSES = 8  # of the 10 digits, each the classifier's answer for at least 1% of samples
 
@@ -31,10 +37,16 @@ def test_a_short_run_brings_fd_down_and_covers_most_digits(tmp_path, upsampler):
 
     uri = sqlite_uri(tmp_path)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            f"upsampler={upsampler}", *OVERRIDES, f"tracking.uri={uri}",
-            f"paths.output_dir={tmp_path / 'out'}", f"paths.checkpoint_dir={tmp_path / 'ck'}",
-        ])  # fmt: skip
+        cfg = compose(
+            "config",
+            overrides=[
+                f"upsampler={upsampler}",
+                *OVERRIDES,
+                f"tracking.uri={uri}",
+                f"paths.output_dir={tmp_path / 'out'}",
+                f"paths.checkpoint_dir={tmp_path / 'ck'}",
+            ],
+        )
     result = train(cfg)
     fd = dict(metric_history(uri, result["run_id"], "quality/fd"))
     classes = dict(metric_history(uri, result["run_id"], "classes/class_coverage"))

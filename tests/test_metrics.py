@@ -17,13 +17,13 @@ import pytest
 import scipy.linalg
 from scipy.ndimage import gaussian_filter
 
-from src import classifier as clf_module
-from src import metrics
-from src.classifier import DigitClassifier, classifier_key, load_cached, load_or_train
-from src.data import Mnist10, load_mnist
-from src.files import project_root
-from src.metrics import RealReference, evaluate
-from src.schema import DataConfig
+from src.config.schema import DataConfig
+from src.core.files import project_root
+from src.data.mnist import Mnist10, load_mnist
+from src.evaluation import classifier as clf_module
+from src.evaluation import metrics
+from src.evaluation.classifier import DigitClassifier, classifier_key, load_cached, load_or_train
+from src.evaluation.metrics import RealReference, evaluate
 
 pytestmark = pytest.mark.slow
 

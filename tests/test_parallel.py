@@ -20,14 +20,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import CONF, ROOT, cli_env, default_sigint, run_cli
+from helpers import CONF, ROOT, cli_env, default_sigint, run_cli
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
-from src import console, launchers, resources
-from src.data import locate_source, read_raw
-from src.progress import Progress, time_left
-from src.sweep import job_overrides
+from src.config import resources
+from src.data.mnist import locate_source, read_raw
+from src.run import job_output
+from src.run.sweep_progress import Progress, time_left
+from src.study import launchers
+from src.study.sweep import job_overrides
 
 EXPERIMENT = "upsamplers"
 CLASSIFIER_NOTICE = "notice: training the digit classifier"
@@ -75,9 +77,17 @@ def test_usable_cores_follow_the_cpu_affinity():
     """``taskset -c 0`` leaves one core, which is what a sweep then plans for."""
     if not hasattr(os, "sched_getaffinity") or not Path("/usr/bin/taskset").exists():
         pytest.skip("needs Linux's taskset")
-    code = "from src import resources; print(resources.usable_cores(), resources.sweep_workers())"
-    pinned = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], cwd=ROOT,
-                            capture_output=True, text=True, check=True)  # fmt: skip
+    code = (
+        "from src.config import resources; "
+        "print(resources.usable_cores(), resources.sweep_workers())"
+    )
+    pinned = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert pinned.stdout.split() == ["1", "1"]
     assert resources.usable_cores() == len(os.sched_getaffinity(0))
 
@@ -127,7 +137,7 @@ def test_every_multirun_defaults_to_the_parallel_preset():
 
 
 def test_train_threads_is_zero_for_a_single_run(make_cfg):
-    from src.schema import to_settings
+    from src.config.schema import to_settings
 
     assert to_settings(make_cfg()).train.threads == 0
     assert to_settings(make_cfg("train.deterministic=true")).train.threads == 1
@@ -141,7 +151,7 @@ def test_leaky_relu_from_output_has_keras_values_and_gradients():
     import keras
     import tensorflow as tf
 
-    from src.networks import LeakyReLUFromOutput
+    from src.models.networks import LeakyReLUFromOutput
 
     x = tf.constant(np.concatenate([np.random.default_rng(0).normal(size=999), [0.0]]), tf.float32)
     for slope in (0.2, 0.0, 3.0):
@@ -165,17 +175,30 @@ def small_mnist(tmp_path_factory) -> Path:
     x_train, y_train, x_test, y_test = read_raw(locate_source(None))
     path = tmp_path_factory.mktemp("data") / "mnist-small.npz"
     to_uint8 = lambda x: np.round(x * 255).astype(np.uint8)  # noqa: E731
-    np.savez(path, x_train=to_uint8(x_train[:3000]), y_train=y_train[:3000],
-             x_test=to_uint8(x_test[:1000]), y_test=y_test[:1000])  # fmt: skip
+    np.savez(
+        path,
+        x_train=to_uint8(x_train[:3000]),
+        y_train=y_train[:3000],
+        x_test=to_uint8(x_test[:1000]),
+        y_test=y_test[:1000],
+    )
     return path
 
 
 def _sweep_args(tmp: Path, data: Path, *extra: str) -> list[str]:
     """A tiny sweep whose store, folders, reports and caches all live under ``tmp``."""
-    return ["--multirun", f"data.path={data}", "train.epochs=2", "eval.samples=500",
-            f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}", f"hydra.sweep.dir={tmp / 'sweep'}",
-            f"paths.checkpoint_dir={tmp / 'ck'}", f"paths.reports_dir={tmp / 'reports'}",
-            f"paths.cache_dir={tmp / 'cache'}", *extra]  # fmt: skip
+    return [
+        "--multirun",
+        f"data.path={data}",
+        "train.epochs=2",
+        "eval.samples=500",
+        f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+        f"hydra.sweep.dir={tmp / 'sweep'}",
+        f"paths.checkpoint_dir={tmp / 'ck'}",
+        f"paths.reports_dir={tmp / 'reports'}",
+        f"paths.cache_dir={tmp / 'cache'}",
+        *extra,
+    ]
 
 
 def _runs(uri: str) -> list:
@@ -199,8 +222,11 @@ def test_default_sweep_runs_jobs_in_parallel_with_their_threads(default_sweep):
     assert result.returncode == 0, result.stderr[-3000:]
     runs = _runs(f"sqlite:///{tmp / 'mlflow.db'}")
     assert sorted(r.info.run_name for r in runs) == [
-        "nearest-s0", "nearest-s1", "transpose-s0", "transpose-s1"
-    ]  # fmt: skip
+        "nearest-s0",
+        "nearest-s1",
+        "transpose-s0",
+        "transpose-s1",
+    ]
     assert {r.info.status for r in runs} == {"FINISHED"}
     workers = resources.sweep_workers()
     threads = resources.threads_for_launcher(OmegaConf.create({"n_jobs": workers}), True)
@@ -236,9 +262,10 @@ def test_terminal_shows_a_line_per_job_and_epoch_and_logs_hold_the_rest(default_
     lines = result.stdout.splitlines()
     epochs = [m.groupdict() for m in map(EPOCH_LINE.match, lines) if m]
     assert sorted((e["name"], e["epoch"]) for e in epochs) == [
-        (name, str(epoch)) for name in ("nearest-s0", "nearest-s1", "transpose-s0", "transpose-s1")
+        (name, str(epoch))
+        for name in ("nearest-s0", "nearest-s1", "transpose-s0", "transpose-s1")
         for epoch in (1, 2)
-    ]  # fmt: skip
+    ]
     done = [m.groupdict() for m in map(DONE_LINE.match, lines) if m]
     assert sorted(d["done"] for d in done) == ["1", "2", "3", "4"], result.stdout
     assert {d["total"] for d in done} == {"4"}
@@ -260,8 +287,14 @@ def test_deterministic_runs_repeat_in_parallel_and_one_at_a_time(tmp_path, small
     histories = []
     for launch in ([], ["hydra/launcher=basic"]):
         tmp = tmp_path / (launch[0].split("=")[1] if launch else "parallel")
-        args = _sweep_args(tmp, small_mnist, "upsampler=nearest,transpose", "seed=0",
-                           "train.deterministic=true", *launch)  # fmt: skip
+        args = _sweep_args(
+            tmp,
+            small_mnist,
+            "upsampler=nearest,transpose",
+            "seed=0",
+            "train.deterministic=true",
+            *launch,
+        )
         result = run_cli(*args)
         assert result.returncode == 0, result.stderr[-3000:]
         uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -269,8 +302,13 @@ def test_deterministic_runs_repeat_in_parallel_and_one_at_a_time(tmp_path, small
         history = {}
         for run in _runs(uri):
             assert run.data.params["train.threads"] == "1"
-            for key in ("loss/d_loss", "loss/g_loss", "quality/fd", "artifacts/checkerboard",
-                        "quality/precision"):  # fmt: skip
+            for key in (
+                "loss/d_loss",
+                "loss/g_loss",
+                "quality/fd",
+                "artifacts/checkerboard",
+                "quality/precision",
+            ):
                 metrics = client.get_metric_history(run.info.run_id, key)
                 history[(run.info.run_name, key)] = sorted((m.step, m.value) for m in metrics)
         histories.append(history)
@@ -294,19 +332,31 @@ def _live_processes(group: int) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("how", "status"), [("ctrl-c", 130), ("sigterm", 143)])
-def test_interrupted_sweep_stops_every_worker_and_kills_every_run(tmp_path, small_mnist, how,
-                                                                  status):  # fmt: skip
+def test_interrupted_sweep_stops_every_worker_and_kills_every_run(
+    tmp_path, small_mnist, how, status
+):
     """Ctrl-C (SIGINT to the terminal's whole process group) or SIGTERM to the driver alone,
     once both jobs are training: every process ends, every run ends KILLED, one line, no
     traceback."""
-    args = _sweep_args(tmp_path, small_mnist, "upsampler=nearest,transpose", "seed=0",
-                       "train.epochs=50", "hydra.launcher.n_jobs=2")  # fmt: skip
+    args = _sweep_args(
+        tmp_path,
+        small_mnist,
+        "upsampler=nearest,transpose",
+        "seed=0",
+        "train.epochs=50",
+        "hydra.launcher.n_jobs=2",
+    )
     out, err = tmp_path / "out.txt", tmp_path / "err.txt"
     with open(out, "w") as stdout, open(err, "w") as stderr:
-        driver = subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=ROOT,
-                                  env=cli_env(), stdout=stdout, stderr=stderr,
-                                  start_new_session=True,
-                                  preexec_fn=default_sigint)  # fmt: skip
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "src.train", *args],
+            cwd=ROOT,
+            env=cli_env(),
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            preexec_fn=default_sigint,
+        )
     try:
         deadline = time.monotonic() + 300
         while not all(f"{name}-s0" in _epoch_names(out) for name in ("nearest", "transpose")):
@@ -327,8 +377,9 @@ def test_interrupted_sweep_stops_every_worker_and_kills_every_run(tmp_path, smal
             os.killpg(driver.pid, signal.SIGKILL)
     runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert {r.info.run_name: r.info.status for r in runs} == {
-        "nearest-s0": "KILLED", "transpose-s0": "KILLED"
-    }  # fmt: skip
+        "nearest-s0": "KILLED",
+        "transpose-s0": "KILLED",
+    }
     stderr = err.read_text()
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("sweep sweep-") and "KILLED" in stderr
@@ -354,8 +405,12 @@ def _epoch_names(out: Path) -> set[str]:
     ],
 )
 def test_a_bad_job_stops_the_sweep_in_one_line_before_any_work(tmp_path, args, message):
-    result = run_cli("--multirun", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                     f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}")  # fmt: skip
+    result = run_cli(
+        "--multirun",
+        *args,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -365,14 +420,19 @@ def test_a_bad_job_stops_the_sweep_in_one_line_before_any_work(tmp_path, args, m
 
 def test_jobs_come_from_the_sweepers_params_and_the_command_line():
     config = OmegaConf.create(
-        {"hydra": {"sweeper": {"params": {"train.epochs": "3,-1"}},
-                   "overrides": {"task": ["seed=0,1", "data.limit=500"]}}}
-    )  # fmt: skip
+        {
+            "hydra": {
+                "sweeper": {"params": {"train.epochs": "3,-1"}},
+                "overrides": {"task": ["seed=0,1", "data.limit=500"]},
+            }
+        }
+    )
     jobs = sorted(sorted(job) for job in job_overrides(config))
     assert jobs == sorted(
         sorted([f"train.epochs={epochs}", f"seed={seed}", "data.limit=500"])
-        for epochs in ("3", "-1") for seed in (0, 1)
-    )  # fmt: skip
+        for epochs in ("3", "-1")
+        for seed in (0, 1)
+    )
 
 
 def test_time_left_counts_running_jobs_and_workers():
@@ -394,5 +454,5 @@ def test_time_left_counts_running_jobs_and_workers():
 
 def test_a_failed_job_line_is_one_short_line():
     result = {"name": "nearest-s0", "status": "FAILED", "error": "Boom: " + "x" * 5000 + "\nmore"}
-    line = console.job_line(result, "[1/2, about 5 s left]", Path("/tmp/job.log"))
+    line = job_output.job_line(result, "[1/2, about 5 s left]", Path("/tmp/job.log"))
     assert line.count("\n") == 1 and len(line) < 400 and "(log: /tmp/job.log)" in line

@@ -1,6 +1,6 @@
 """The cluster path on the database docs/scaling-out.md recommends: a throw-away PostgreSQL cluster
-(src/postgres.py), a real ``mlflow server`` on it, and 16 replayed jobs (src/logging_load.py)
-plus one real training run logging through it at the same time. Every run is read back over
+(src/loadtest/postgres.py), a real ``mlflow server`` on it, and 16 replayed jobs
+(src/loadtest/tracking_load.py) plus one real training run logging through it at the same time. Every run is read back over
 HTTP: FINISHED, every step of every metric, every sample grid, every artifact; and the rows are
 in PostgreSQL itself. Everything is stopped and removed afterwards.
 
@@ -16,9 +16,9 @@ import os
 import pytest
 from helpers import mlflow_server_command
 
-from src.logging_load import EPOCH_METRICS, QUALITY_METRICS, eval_steps, run_load
-from src.postgres import bin_dir, throwaway_cluster
-from src.serving import free_port, serving
+from src.loadtest.postgres import bin_dir, throwaway_cluster
+from src.loadtest.servers import free_port, serving
+from src.loadtest.tracking_load import EPOCH_METRICS, QUALITY_METRICS, eval_steps, run_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.infra]  # make test-infra
 

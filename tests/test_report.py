@@ -9,12 +9,12 @@ import mlflow
 import numpy as np
 import pytest
 import scipy.stats
-from conftest import run_cli
+from helpers import run_cli
 from PIL import Image
 
-from src.names import metric
-from src.report import TABLE_METRICS, build_report, compare_pairs, load_runs
-from src.stats import t_interval, welch_interval
+from src.study.report import TABLE_METRICS, build_report, compare_pairs, load_runs
+from src.study.stats import t_interval, welch_interval
+from src.tracking.naming import metric
 
 TINY = ["data.limit=600", "train.epochs=2", "eval.samples=500"]
 
@@ -39,7 +39,7 @@ def sweep(tmp_path_factory):
 
 
 def _search(tmp, sweep_id):
-    from src.tracking import fluent_uri
+    from src.tracking.store import fluent_uri
 
     with fluent_uri(f"sqlite:///{tmp / 'mlflow.db'}"):
         runs = mlflow.search_runs(
@@ -57,12 +57,17 @@ def test_multirun_jobs_are_runs_of_one_sweep_with_a_summary(sweep):
     assert set(runs["tags.sweep_id"]) == {sweep_id}
     assert f"sweep {sweep_id}: 4 runs" in good.stdout
     assert re.search(r"nearest-s0\s+FINISHED\s+d_loss=", good.stdout)
-    link = re.search(r"^open the results: (\S+) \(serve it: mlflow ui --backend-store-uri "
-                     r"sqlite:///\S+\)$", good.stdout, re.MULTILINE)  # fmt: skip
+    link = re.search(
+        r"^open the results: (\S+) \(serve it: mlflow ui --backend-store-uri "
+        r"sqlite:///\S+\)$",
+        good.stdout,
+        re.MULTILINE,
+    )
     assert link, good.stdout[-2000:]
     assert link.group(1).startswith("http://127.0.0.1:5000/#/experiments/")
-    assert link.group(1).endswith(f"?workflowType=machine_learning&searchFilter=tags.sweep_id"
-                                  f"%20%3D%20%27{sweep_id}%27")  # fmt: skip
+    assert link.group(1).endswith(
+        f"?workflowType=machine_learning&searchFilter=tags.sweep_id%20%3D%20%27{sweep_id}%27"
+    )
 
 
 @pytest.mark.slow
@@ -78,8 +83,10 @@ def test_failed_job_makes_the_sweep_fail_and_is_reported(sweep):
 @pytest.mark.slow
 def test_table_rows_and_counts(sweep):
     tmp, sweep_id, _, _ = sweep
-    rows = {row["upsampler"]: row for row in json.loads(
-        (tmp / "reports" / sweep_id / "table.json").read_text())}  # fmt: skip
+    rows = {
+        row["upsampler"]: row
+        for row in json.loads((tmp / "reports" / sweep_id / "table.json").read_text())
+    }
     assert set(rows) == {"nearest", "transpose"}
     assert (rows["nearest"]["finished"], rows["nearest"]["failed"]) == (2, 0)
     assert (rows["transpose"]["finished"], rows["transpose"]["failed"]) == (2, 1)
@@ -91,8 +98,10 @@ def test_table_rows_and_counts(sweep):
 def test_table_matches_a_direct_search_runs(sweep):
     tmp, sweep_id, _, _ = sweep
     runs = _search(tmp, sweep_id)
-    rows = {row["upsampler"]: row for row in json.loads(
-        (tmp / "reports" / sweep_id / "table.json").read_text())}  # fmt: skip
+    rows = {
+        row["upsampler"]: row
+        for row in json.loads((tmp / "reports" / sweep_id / "table.json").read_text())
+    }
     checked = 0
     for upsampler, row in rows.items():
         finished = runs[(runs["tags.upsampler"] == upsampler) & (runs["status"] == "FINISHED")]
@@ -159,7 +168,7 @@ def test_one_seed_sweep_says_intervals_are_unavailable(sweep, tmp_path):
 
 @pytest.mark.slow
 def test_report_on_demand_for_an_unknown_sweep_is_a_clear_error(sweep, tmp_path):
-    from src.report import ReportError
+    from src.study.report import ReportError
 
     tmp, _, _, _ = sweep
     with pytest.raises(ReportError, match="no runs of sweep 'nope'"):
@@ -234,7 +243,7 @@ def test_planted_store_report_shows_the_verdict_over_training(tmp_path):
     so epoch by epoch, and its figure of differences is drawn."""
     from mlflow.tracking import MlflowClient
 
-    from src.report import over_training
+    from src.study.report import over_training
 
     uri = _planted_store(tmp_path)
     _, runs = load_runs(uri, "upsamplers", "planted")

@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from conftest import CONF, run_cli
-from helpers import mlflow_server_command
+from helpers import CONF, mlflow_server_command, run_cli
 from mlflow.tracking import MlflowClient
 
-from src.serving import free_port, serving
+from src.loadtest.servers import free_port, serving
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +128,7 @@ def test_sweep_logs_to_a_tracking_server_and_reports_from_it(mlflow_server, tmp_
     import keras
     from PIL import Image
 
-    from src.report import build_report
+    from src.study.report import build_report
 
     url, artifacts = mlflow_server
     _, runs, reports, sweep_id = _two_job_sweep("local_parallel", url, tmp_path)

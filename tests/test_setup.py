@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 from packaging.specifiers import SpecifierSet
 
 CHOOSER = ROOT / "tools" / "python.sh"
@@ -69,8 +69,9 @@ def _bin(tmp_path: Path, **links: Path | str) -> Path:
 def choose(path: Path, *args: str, python: str = "", cwd: Path | None = None):
     """Run the chooser as the Makefile does, with PATH = ``path`` alone."""
     env = {"PATH": str(path), "HOME": str(path.parent), "PYTHON": python}
-    return subprocess.run([BASH, str(CHOOSER), *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [BASH, str(CHOOSER), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 def version_of(interpreter: str) -> str:
@@ -90,8 +91,9 @@ SHIM = '#!/bin/sh\necho "pyenv: ${0##*/}: command not found" >&2\nexit 127\n'
 
 
 def test_supported_versions_are_those_pyproject_allows_and_this_python_is_one():
-    spec = SpecifierSet(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-                        ["requires-python"])  # fmt: skip
+    spec = SpecifierSet(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    )
     listed = subprocess.run([BASH, str(CHOOSER), "--supported"], capture_output=True, text=True)
     assert listed.stdout.split() == SUPPORTED
     assert all(f"{minor}.0" in spec for minor in SUPPORTED)
@@ -100,8 +102,13 @@ def test_supported_versions_are_those_pyproject_allows_and_this_python_is_one():
 
 
 def test_the_newest_supported_python_on_path_wins(tmp_path, pythons):
-    path = _bin(tmp_path, python3_11=pythons["3.11"], python3_12=pythons["3.12"],
-                python3_13=pythons["3.13"], python3=pythons["3.10"])  # fmt: skip
+    path = _bin(
+        tmp_path,
+        python3_11=pythons["3.11"],
+        python3_12=pythons["3.12"],
+        python3_13=pythons["3.13"],
+        python3=pythons["3.10"],
+    )
     result = choose(path, str(tmp_path / "venv"))
     assert result.returncode == 0, result.stderr
     assert version_of(result.stdout.strip()) == "3.13"
@@ -139,9 +146,11 @@ def test_an_unusable_PYTHON_is_one_line(tmp_path, pythons, given):
     path = _bin(tmp_path, python3_13=pythons["3.13"], python3_12=SHIM)
     python = {"3.10": str(pythons["3.10"]), "shim": "python3.12", "missing": "python9"}[given]
     line = one_error_line(choose(path, str(tmp_path / "venv"), python=python))
-    expected = {"3.10": "is Python 3.10; this project runs on Python 3.11, 3.12 or 3.13",
-                "shim": "does not run (pyenv: python3.12: command not found)",
-                "missing": "is not on PATH"}[given]  # fmt: skip
+    expected = {
+        "3.10": "is Python 3.10; this project runs on Python 3.11, 3.12 or 3.13",
+        "shim": "does not run (pyenv: python3.12: command not found)",
+        "missing": "is not on PATH",
+    }[given]
     assert line.startswith(f"error: PYTHON={python} ") and expected in line
     assert "point PYTHON= at" in line
 
@@ -188,9 +197,13 @@ def test_make_stops_on_the_line_before_touching_the_venv(tmp_path, pythons):
     if make is None:
         pytest.skip("no make here")
     venv = tmp_path / "venv"
-    result = subprocess.run([make, "--no-print-directory", "install", f"VENV={venv}",
-                             f"PYTHON={pythons['3.10']}"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [make, "--no-print-directory", "install", f"VENV={venv}", f"PYTHON={pythons['3.10']}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and not venv.exists()
     ours = [line for line in result.stderr.splitlines() if not line.startswith("make")]
     assert len(ours) == 1 and "(from the command line) is Python 3.10" in ours[0]

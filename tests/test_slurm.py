@@ -27,19 +27,22 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, start_cli, wait_for_checkpoint
-from helpers import isolated, mlflow_server_command
+from helpers import isolated, mlflow_server_command, run_cli, start_cli, wait_for_checkpoint
 from mlflow.tracking import MlflowClient
 from slurm_cluster import SlurmCluster, missing
 
-from src.serving import free_port, serving
+from src.loadtest.servers import free_port, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.infra]  # make test-infra
 
 EXPERIMENT = "upsamplers"
 # Each job one core (the node has this machine's 2) and little memory.
-SLURM = ["--multirun", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
-         "hydra.launcher.mem_gb=2"]  # fmt: skip
+SLURM = [
+    "--multirun",
+    "hydra/launcher=slurm",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+]
 TINY = ["data.limit=2048", "train.epochs=1", "eval.samples=500"]
 # Long enough to be still training when a signal comes (about 2 s an epoch on one core); the
 # evaluation only at epoch 0 and the last.
@@ -192,8 +195,13 @@ def mlflow_server(tmp_path):
 
 def test_sweep_runs_as_a_slurm_array_and_logs_to_a_server(slurm, mlflow_server, tmp_path):
     uri = mlflow_server
-    result = run_cli(*SLURM, "upsampler=nearest,transpose", "seed=0", *TINY,
-                     *isolated(tmp_path, uri, "hydra.sweep.dir"))  # fmt: skip
+    result = run_cli(
+        *SLURM,
+        "upsampler=nearest,transpose",
+        "seed=0",
+        *TINY,
+        *isolated(tmp_path, uri, "hydra.sweep.dir"),
+    )
     assert result.returncode == 0, result.stderr[-3000:] + _logs(tmp_path)
     runs = _training_runs(uri)
     assert sorted(run.info.run_name for run in runs) == ["nearest-s0", "transpose-s0"]
@@ -230,8 +238,14 @@ def test_a_job_past_its_time_limit_ends_failed_and_keeps_its_checkpoint(
     submitit's handler raises in the training loop; with max_num_timeout=0 nothing requeues."""
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     log = tmp_path / "driver"
-    driver = start_sweep(*SLURM, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10",
-                       *LONG, *isolated(tmp_path, uri, "hydra.sweep.dir"), log=log)  # fmt: skip
+    driver = start_sweep(
+        *SLURM,
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=10",
+        *LONG,
+        *isolated(tmp_path, uri, "hydra.sweep.dir"),
+        log=log,
+    )
     status, out, err = _finish(driver, log, timeout=240)
     logs = _logs(tmp_path)
     assert status == 1, err[-3000:] + logs
@@ -265,10 +279,18 @@ def test_a_requeued_job_resumes_its_run_and_finishes_it(slurm, start_sweep, tmp_
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     log = tmp_path / "driver"
     epochs = 6
-    driver = start_sweep(*SLURM, "hydra.launcher.timeout_min=5", "hydra.launcher.max_num_timeout=1",
-                       "resume=true", "data.limit=4096", f"train.epochs={epochs}",
-                       "eval.samples=500", "eval.every_epochs=100",
-                       *isolated(tmp_path, uri, "hydra.sweep.dir"), log=log)  # fmt: skip
+    driver = start_sweep(
+        *SLURM,
+        "hydra.launcher.timeout_min=5",
+        "hydra.launcher.max_num_timeout=1",
+        "resume=true",
+        "data.limit=4096",
+        f"train.epochs={epochs}",
+        "eval.samples=500",
+        "eval.every_epochs=100",
+        *isolated(tmp_path, uri, "hydra.sweep.dir"),
+        log=log,
+    )
     job = _job_id(slurm)
     first = wait_for_checkpoint(tmp_path / "ck", driver, epoch=2)
     slurm.run("scancel", "--signal=USR2", job)
@@ -301,14 +323,19 @@ def test_a_requeued_job_resumes_its_run_and_finishes_it(slurm, start_sweep, tmp_
 
 
 def test_scancel_ends_the_run_killed(slurm, start_sweep, tmp_path):
-    """scancel sends SIGTERM (then SIGKILL after KillWait, 30 s): src/signals.py turns it into an
-    interrupt inside training and the run ends KILLED, its checkpoint kept. The job leaves no
+    """scancel sends SIGTERM (then SIGKILL after KillWait, 30 s): src/core/signals.py turns it into
+    an interrupt inside training and the run ends KILLED, its checkpoint kept. The job leaves no
     result, and without accounting storage submitit cannot learn that the job is CANCELLED:
     the driver waits until it is stopped (as a user would, Ctrl-C; here SIGTERM)."""
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     log = tmp_path / "driver"
-    driver = start_sweep(*SLURM, "hydra.launcher.timeout_min=5", *LONG,
-                       *isolated(tmp_path, uri, "hydra.sweep.dir"), log=log)  # fmt: skip
+    driver = start_sweep(
+        *SLURM,
+        "hydra.launcher.timeout_min=5",
+        *LONG,
+        *isolated(tmp_path, uri, "hydra.sweep.dir"),
+        log=log,
+    )
     job = _job_id(slurm)
     wait_for_checkpoint(tmp_path / "ck", driver, epoch=1)
     slurm.run("scancel", job)
@@ -318,8 +345,8 @@ def test_scancel_ends_the_run_killed(slurm, start_sweep, tmp_path):
     state, folder = _checkpoint(tmp_path)
     assert state["run_id"] == run.info.run_id and not state["finished"]
     assert (folder / f"epoch-{state['epoch']:04d}.weights.h5").is_file()
-    # SLURM's SIGTERM became the clean stop (src/signals.py), which submitit logs as the
-    # job's exception: "src.signals.Stopped: nearest-s0 KILLED after epoch N; ...".
+    # SLURM's SIGTERM became the clean stop (src/core/signals.py), which submitit logs as the
+    # job's exception: "src.core.signals.Stopped: nearest-s0 KILLED after epoch N; ...".
     stopped = "Stopped: nearest-s0 KILLED after epoch"
     assert stopped in _logs_once_they_say(tmp_path, stopped)
     time.sleep(5)

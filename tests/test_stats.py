@@ -1,4 +1,4 @@
-"""The statistics of src/stats.py against known answers: coverage over simulated studies,
+"""The statistics of src/study/stats.py against known answers: coverage over simulated studies,
 probability of improvement at its extremes, seeds needed against the closed form, Holm by hand,
 pairing by seeds."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from src import stats
+from src.study import stats
 
 STUDIES = 400
 
@@ -76,8 +76,9 @@ def test_seeds_needed_matches_the_closed_form_within_one_seed(effect, spread, pa
 def test_seeds_needed_reaches_80_percent_power_by_simulation():
     rng = np.random.default_rng(3)
     n = stats.seeds_needed(2.0, 3.0, paired=True)
-    rejected = sum(scipy_stats.ttest_1samp(rng.normal(2.0, 3.0, n), 0.0).pvalue < 0.05
-                   for _ in range(2000))  # fmt: skip
+    rejected = sum(
+        scipy_stats.ttest_1samp(rng.normal(2.0, 3.0, n), 0.0).pvalue < 0.05 for _ in range(2000)
+    )
     assert 0.77 <= rejected / 2000 <= 0.86
 
 

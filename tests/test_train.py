@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import reload_in_fresh_process
-from helpers import image_steps, only_run
+from helpers import image_steps, only_run, reload_in_fresh_process
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -35,7 +34,7 @@ def _only_run(uri: str) -> tuple[MlflowClient, object]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One real 2-epoch transpose run on 3,000 images, shared by the assertions below."""
-    from conftest import CONF
+    from helpers import CONF
     from hydra import compose, initialize_config_dir
 
     from src.train import train
@@ -108,9 +107,9 @@ def test_dataset_source_and_description(trained):
     """The runs table's Dataset and Source columns and the run page's description."""
     import hashlib
 
-    from src.data import load_mnist
-    from src.files import project_root
-    from src.schema import DataConfig
+    from src.config.schema import DataConfig
+    from src.core.files import project_root
+    from src.data.mnist import load_mnist
 
     uri, result, _ = trained
     _, run = _only_run(uri)
@@ -131,7 +130,7 @@ def test_dataset_source_and_description(trained):
 def test_generator_is_an_mlflow_model_with_its_size(trained):
     import mlflow.keras
 
-    from src.tracking import fluent_uri
+    from src.tracking.store import fluent_uri
 
     uri, _, tmp = trained
     client, run = _only_run(uri)
@@ -156,8 +155,11 @@ def test_sample_grids_per_epoch_from_step_0(trained):
     assert image_steps(uri, run.info.run_id, "samples") == [0, 1, 2]
     from PIL import Image
 
-    png = next(a.path for a in client.list_artifacts(run.info.run_id, "images")
-               if "+step+2+" in a.path and a.path.endswith(".png"))  # fmt: skip
+    png = next(
+        a.path
+        for a in client.list_artifacts(run.info.run_id, "images")
+        if "+step+2+" in a.path and a.path.endswith(".png")
+    )
     local = client.download_artifacts(run.info.run_id, png, str(tmp))
     grid = np.asarray(Image.open(local))
     assert grid.shape[:2] == (4 * (4 * 11 + 1), 4 * (12 * 11 + 1))  # 4x12 digits + borders, x4

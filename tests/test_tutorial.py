@@ -6,9 +6,9 @@ import importlib.util
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
-from src.networks import build_generator
+from src.models.networks import build_generator
 
 TUTORIAL_PARAMS = 323_200 + 1_153  # Dense(128*5*5) from 100-d, then the 3x3 conv to one channel
 
@@ -46,7 +46,7 @@ def test_tutorial_generators_have_324353_params(build):
 
 @pytest.mark.parametrize("upsampler", ["nearest", "transpose"])
 def test_harness_generator_keeps_tutorial_param_count(make_cfg, upsampler):
-    from src.schema import to_settings
+    from src.config.schema import to_settings
 
     settings = to_settings(make_cfg(f"upsampler={upsampler}"))
     generator = build_generator(settings.generator, settings.upsampler)

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 from mlflow.tracking import MlflowClient
 
-from src import tracking
-from src.serving import free_port, serving
+from src.loadtest.servers import free_port, serving
+from src.tracking.store import store
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -52,20 +52,40 @@ def site(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("ui")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    result = run_cli("--multirun", "upsampler=nearest,transpose", "seed=0,1", "train.epochs=2",
-                     "data.limit=1024", "eval.samples=1000", f"tracking.uri={uri}",
-                     f"hydra.sweep.dir={tmp / 'sweep'}", f"paths.checkpoint_dir={tmp / 'ck'}",
-                     f"paths.reports_dir={tmp / 'reports'}")  # fmt: skip
+    result = run_cli(
+        "--multirun",
+        "upsampler=nearest,transpose",
+        "seed=0,1",
+        "train.epochs=2",
+        "data.limit=1024",
+        "eval.samples=1000",
+        f"tracking.uri={uri}",
+        f"hydra.sweep.dir={tmp / 'sweep'}",
+        f"paths.checkpoint_dir={tmp / 'ck'}",
+        f"paths.reports_dir={tmp / 'reports'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     printed = re.search(r"^open the results: (\S+)", result.stdout, re.MULTILINE).group(1)
     url = f"http://127.0.0.1:{free_port()}"
     port = url.rsplit(":", 1)[1]
-    command = [str(Path(sys.executable).with_name("mlflow")), "ui", "--host", "127.0.0.1",
-               "--port", port, "--backend-store-uri", uri]  # fmt: skip
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "ui",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--backend-store-uri",
+        uri,
+    ]
     options = webdriver.ChromeOptions()
     options.binary_location = chromium  # Debian's, not one selenium would download
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     f"--window-size={WINDOW[0]},{WINDOW[1]}"):  # fmt: skip
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+    ):
         options.add_argument(argument)
     with serving(command, url, tmp / "ui.log"):
         yield options, Service(driver_path), url, printed, uri
@@ -147,19 +167,25 @@ def test_run_page_shows_the_sample_grid_inside_its_card(browser):
 
     driver, url, _, uri = browser
     run = _runs(uri)["nearest-s0"]
-    link = tracking.run_link(uri, run.info.experiment_id, run.info.run_id)  # as train prints it
+    link = store.run_link(uri, run.info.experiment_id, run.info.run_id)  # as train prints it
     # As a new browser shows it: with the assistant panel open, the card is ~290 px wide. Its
     # view is 250 px tall, and MLflow centres the image in a square as wide as the card, so a
     # wider card (panel closed) pushes even a wide grid below the view (docs/mlflow-ui.md).
-    _open(driver, link.replace(tracking.UI_ADDRESS, url), close_assistant=False)
+    _open(driver, link.replace(store.UI_ADDRESS, url), close_assistant=False)
     assert "Observability" not in driver.find_element(By.TAG_NAME, "body").text  # training view
-    search = _wait(driver, lambda d: d.find_element(
-        By.CSS_SELECTOR, "input[placeholder='Search metric charts']"), "chart search")  # fmt: skip
+    search = _wait(
+        driver,
+        lambda d: d.find_element(By.CSS_SELECTOR, "input[placeholder='Search metric charts']"),
+        "chart search",
+    )
     search.send_keys("samples")  # only the image card is left, at the top
     grid = "img[src*='get-artifact'][src*='samples']"
     image = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, grid), "samples image")
-    _wait(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", image) > 0,
-          "samples image loaded")  # fmt: skip
+    _wait(
+        driver,
+        lambda d: d.execute_script("return arguments[0].naturalWidth", image) > 0,
+        "samples image loaded",
+    )
     # Inside the visible part of the card: the nearest scrolling ancestor holds it whole.
     inside = driver.execute_script(
         """const image = arguments[0], box = image.getBoundingClientRect();
@@ -181,8 +207,8 @@ def test_report_run_description_renders_its_table(browser):
 
     driver, url, _, uri = browser
     (report,) = [run for name, run in _runs(uri).items() if name.startswith("report-")]
-    link = tracking.run_link(uri, report.info.experiment_id, report.info.run_id)
-    _open(driver, link.replace(tracking.UI_ADDRESS, url).replace("/model-metrics", ""))
+    link = store.run_link(uri, report.info.experiment_id, report.info.run_id)
+    _open(driver, link.replace(store.UI_ADDRESS, url).replace("/model-metrics", ""))
     header = "//table//th[normalize-space(.)='upsampler']"
     table = _wait(driver, lambda d: d.find_element(By.XPATH, header), "report table")
     for more in driver.find_elements(By.XPATH, "//*[normalize-space(.)='Show more']"):
@@ -201,8 +227,11 @@ def test_report_run_description_renders_its_table(browser):
 def _chart_search(driver):
     from selenium.webdriver.common.by import By
 
-    return _wait(driver, lambda d: d.find_element(
-        By.CSS_SELECTOR, "input[placeholder='Search metric charts']"), "chart search")  # fmt: skip
+    return _wait(
+        driver,
+        lambda d: d.find_element(By.CSS_SELECTOR, "input[placeholder='Search metric charts']"),
+        "chart search",
+    )
 
 
 def test_runs_grouped_by_upsampler_chart_losses_with_bands(browser):
@@ -213,8 +242,9 @@ def test_runs_grouped_by_upsampler_chart_losses_with_bands(browser):
     driver, url, printed, _ = browser
     link = printed.replace("http://127.0.0.1:5000", url)
     _open(driver, link)
-    group = _wait(driver, lambda d: d.find_element(By.XPATH, "//button[contains(., 'Group by')]"),
-                  "group by")  # fmt: skip
+    group = _wait(
+        driver, lambda d: d.find_element(By.XPATH, "//button[contains(., 'Group by')]"), "group by"
+    )
     group.click()
     option = "//*[@role='menuitemcheckbox'][normalize-space(.)='upsampler']"
     _wait(driver, lambda d: d.find_element(By.XPATH, option), "upsampler tag").click()
@@ -237,13 +267,18 @@ def test_image_grid_chart_shows_every_run_of_the_sweep(browser):
     _chart_search(driver).send_keys("samples")
     grid = "img[src*='get-artifact'][src*='samples']"
     image = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, grid), "image chart")
-    card = image.find_element(By.XPATH, "ancestor::*[.//button[@data-component-id="
-                              "'fullscreen_button_chartcard']][1]")  # fmt: skip
-    card.find_element(By.CSS_SELECTOR, "button[data-component-id='fullscreen_button_chartcard']")\
-        .click()  # fmt: skip
+    card = image.find_element(
+        By.XPATH, "ancestor::*[.//button[@data-component-id='fullscreen_button_chartcard']][1]"
+    )
+    card.find_element(
+        By.CSS_SELECTOR, "button[data-component-id='fullscreen_button_chartcard']"
+    ).click()
     in_dialog = f"[role='dialog'] {grid}"
     loaded = "return arguments[0].filter(i => i.naturalWidth > 0).length"
     expected = len([name for name in _runs(uri) if not name.startswith("report-")])
-    _wait(driver, lambda d: d.execute_script(loaded, d.find_elements(By.CSS_SELECTOR, in_dialog))
-          == expected, "a loaded grid per run, side by side")  # fmt: skip
+    _wait(
+        driver,
+        lambda d: d.execute_script(loaded, d.find_elements(By.CSS_SELECTOR, in_dialog)) == expected,
+        "a loaded grid per run, side by side",
+    )
     _shot(driver, "image-grid")

@@ -9,13 +9,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import reload_in_fresh_process
+from helpers import reload_in_fresh_process
 
-from src.data import load_mnist
-from src.gan import GAN
-from src.networks import build_discriminator, build_generator
-from src.schema import DataConfig, to_settings
-from src.upsamplers import build_block, depth_to_space
+from src.config.schema import DataConfig, to_settings
+from src.data.mnist import load_mnist
+from src.models.gan import GAN
+from src.models.networks import build_discriminator, build_generator
+from src.models.upsamplers import build_block, depth_to_space
 
 LATENT, SIDE, MAPS, OUT = 100, 5, 128, 1  # conf/generator/default.yaml; one grey channel
 DENSE = LATENT * (SIDE * SIDE * MAPS) + SIDE * SIDE * MAPS  # 100*3200 weights + 3200 biases
@@ -158,8 +158,8 @@ def test_same_seed_runs_of_every_variant_share_dense_weights_latents_and_batches
     """What the report's paired comparison rests on: with one seed, every upsampler's run starts
     from the same Dense weights, draws the same latents and sees the same batches (the batch
     order is a function of (seed, epoch) only); another seed changes all three."""
-    from src.batches import epoch_batches
-    from src.gan import build_gan
+    from src.data.batches import epoch_batches
+    from src.models.gan import build_gan
 
     images = np.arange(1000, dtype=np.float32).reshape(-1, 1)
     seen = {}
@@ -171,8 +171,9 @@ def test_same_seed_runs_of_every_variant_share_dense_weights_latents_and_batches
         seen[(name, seed)] = (dense, latents, np.concatenate(batches))
     reference = seen[("nearest", 3)]
     for (name, seed), values in seen.items():
-        for what, mine, theirs in zip(("dense", "latents", "batches"), values, reference,
-                                      strict=True):  # fmt: skip
+        for what, mine, theirs in zip(
+            ("dense", "latents", "batches"), values, reference, strict=True
+        ):
             if seed == 3:
                 np.testing.assert_array_equal(mine, theirs, err_msg=f"{name}: {what}")
             else:

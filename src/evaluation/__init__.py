@@ -1,0 +1,2 @@
+"""Judging generated images: the digit classifier that defines the quality metrics, the
+metrics themselves, FLOPs, sample grids and figures."""

@@ -1,0 +1,52 @@
+"""What each run and number is called in MLflow: runs as ``<upsampler>-s<seed>``, metrics as
+``<section>/<name>``, constants as tags.
+
+mlflow ui groups a run's charts into sections by the prefix before ``/`` in a metric's name, so
+the prefix says what a chart is about. Numbers that never change during a run (sizes, FLOPs,
+the real data's own values) are tags: a chart of one bar tells a reader nothing.
+Everything that logs or reads a metric goes through :func:`metric`; Python dicts inside the
+harness (Keras' logs, :func:`src.evaluation.metrics.evaluate`, ``train``'s result) keep the
+bare names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "loss": ("d_loss", "g_loss"),
+    "discriminator": ("real_accuracy", "fake_accuracy"),
+    "quality": ("fd", "kid", "kid_std", "precision", "recall"),
+    "classes": ("class_coverage", "class_kl", "classifier_score", "confidence"),
+    "artifacts": ("checkerboard", "spectrum_error"),
+    "speed": ("epoch_seconds", "images_per_second", "train_seconds"),
+}
+_SECTION_OF = {name: section for section, names in SECTIONS.items() for name in names}
+
+# Tags of constants, set once per run.
+SIZE_TAGS = ("generator_params", "discriminator_params", "generator_flops", "train_images")
+REAL_PREFIX = "real."  # the real data's own values (src.evaluation.metrics.RealReference.summary)
+
+
+def metric(name: str) -> str:
+    """The MLflow name of a metric: ``fd`` -> ``quality/fd``. Unknown names are an error, so
+    that no metric reaches MLflow outside a section."""
+    return f"{_SECTION_OF[name]}/{name}"
+
+
+def sectioned(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A dict of bare metric names with MLflow names instead."""
+    return {metric(name): value for name, value in values.items()}
+
+
+def real_tags(summary: Mapping[str, float]) -> dict[str, str]:
+    """The real data's reference values as tags: ``real_fd``-style keys -> ``real.fd``."""
+    return {
+        REAL_PREFIX + key.removeprefix("real_"): f"{value:.6g}" for key, value in summary.items()
+    }
+
+
+def run_name(settings: Any) -> str:
+    """Run names encode the variant and the seed: ``<upsampler>-s<seed>``."""
+    return f"{settings.upsampler.name}-s{settings.seed}"
