@@ -1,8 +1,8 @@
 """The cluster path on the database docs/scaling-out.md recommends: a throw-away PostgreSQL cluster
 (src/loadtest/postgres.py), a real ``mlflow server`` on it, and 16 replayed jobs
-(src/loadtest/tracking_load.py) plus one real training run logging through it at the same time. Every run is read back over
-HTTP: FINISHED, every step of every metric, every sample grid, every artifact; and the rows are
-in PostgreSQL itself. Everything is stopped and removed afterwards.
+(src/loadtest/tracking_load.py) plus one real training run logging through it at the same time.
+Every run is read back over HTTP: FINISHED, every step of every metric, every sample grid, every
+artifact; and the rows are in PostgreSQL itself. Everything is stopped and removed afterwards.
 
 Skipped when PostgreSQL is not installed (``apt-get install -y postgresql``), unless
 ``REQUIRE_POSTGRES=1`` (set by .ci/postgres-install.sh), which makes that a failure.

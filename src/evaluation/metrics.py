@@ -2,9 +2,9 @@
 
 Feature-based metrics (``fd``, ``kid``, ``precision``, ``recall``) and class-based metrics
 (``class_coverage``, ``class_kl``, ``classifier_score``, ``confidence``) use a digit classifier
-(:class:`src.evaluation.classifier.DigitClassifier`, or anything with
-``predict(images) -> (features, probabilities)``); the spectral metrics (``checkerboard``, ``spectrum_error``) use the pixels.
-Everything that depends only on the real images is computed once into a
+(:class:`src.evaluation.classifier.DigitClassifier`, or anything with ``predict(images) ->
+(features, probabilities)``); the spectral metrics (``checkerboard``, ``spectrum_error``) use the
+pixels. Everything that depends only on the real images is computed once into a
 :class:`RealReference` and cached, keyed by the classifier and the real images.
 
 Images are (n, s, s) or (n, s, s, 1) arrays in [-1, 1] with s even.

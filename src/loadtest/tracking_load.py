@@ -1,8 +1,9 @@
 """Many training jobs logging to one tracking store at once, replayed, timed and read back.
 
 Each replayed job is a light process (no TensorFlow) that logs one run the way
-``src.run.training.train`` does, through ``src.tracking.store``'s ``start_run`` and ``Run``, in
-the same order and at the harness's real sizes: tags, params, ``model_summary.txt`` and ``config.yaml``, the
+``src.run.training.train`` does, through ``src.tracking.store``'s ``start_run`` and ``Run``, in the
+same order and at the harness's real sizes: tags, params, ``model_summary.txt`` and ``config.yaml``,
+the
 dataset input, the description, then per epoch the losses and speed metrics (step = epoch) and a
 ``samples`` grid (step 0 too), the quality metrics at epoch 0, every ``eval.every_epochs`` and the
 last, and at the end ``spectrum.json``/``.png``, ``generator.keras``, ``discriminator.keras``,
