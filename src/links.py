@@ -8,7 +8,7 @@ import os
 
 from src.core import messages
 from src.core.files import project_root
-from src.tracking.store import store
+from src.tracking import store
 
 
 def open_line(uri: str, experiment: str, sweep_id: str | None = None) -> str:

@@ -20,7 +20,7 @@ from src.core import messages, signals
 from src.run import job_output, sweep_job
 from src.run.sweep_progress import Progress
 from src.run.training import USER_ERRORS, TrainingDiverged, train
-from src.tracking.store import naming
+from src.tracking import naming
 
 _task_started = False  # whether Hydra got as far as calling main (its folders exist by then)
 

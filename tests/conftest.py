@@ -4,11 +4,11 @@ helpers are in helpers.py)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import CONF
+from helpers import CONF, mlflow_server_command
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -42,3 +42,19 @@ def make_cfg(tmp_path: Path, store_uri: str) -> Callable[..., DictConfig]:
             )
 
     return make
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """A real ``mlflow server`` on a free 127.0.0.1 port (sqlite store, artifacts proxied to a
+    local folder), shared by a module's tests; yields (url, artifact folder) and stops it (its
+    whole process group) afterwards."""
+    from src.loadtest.servers import free_port, serving
+
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    artifacts = folder / "artifacts"
+    command = mlflow_server_command(port, f"sqlite:///{folder / 'server.db'}", artifacts, workers=1)
+    with serving(command, url, folder / "server.log"):
+        yield url, artifacts

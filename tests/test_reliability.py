@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, isolated, run_cli, start_cli, wait_for_checkpoint
+from helpers import ROOT, isolated, run_cli, start_cli, training_runs, wait_for_checkpoint
 from helpers import image_steps as _image_steps
 from helpers import metric_history as _history
 from helpers import only_run as _only_run
 from helpers import runs_in_file as _runs_in_file
 from helpers import sqlite_uri as _uri
-from helpers import training_runs as _runs
 from mlflow.tracking import MlflowClient
 
 from src.loadtest.servers import free_port
@@ -140,7 +139,7 @@ def killed_and_resumed(tmp_path_factory):
     assert at_kill["epoch"] == 2, f"missed epoch 3: state was {at_kill}"
     # What the kill left behind, before the resume touches anything.
     uri_a = _uri(tmp / "A" / "store")
-    (run,) = _runs(uri_a)
+    (run,) = training_runs(uri_a)
     left = {
         "returncode": victim.returncode,
         "state": _state(tmp / "A" / "ck"),
@@ -371,7 +370,7 @@ def test_divergence_fails_the_run_in_one_line_and_keeps_the_checkpoint(diverged)
 def test_multirun_with_a_diverging_job_finishes_the_other_and_exits_nonzero(diverged):
     tmp, results = diverged
     result = results["sweep"].result()
-    runs = _runs(_uri(tmp / "sweep" / "store"))
+    runs = training_runs(_uri(tmp / "sweep" / "store"))
     status = {float(r.data.params["discriminator.leaky_slope"]): r.info.status for r in runs}
     assert status == {0.2: "FINISHED", 1e30: "FAILED"}, result.stderr[-3000:]
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1
@@ -633,9 +632,9 @@ def test_parallel_sweep_on_a_fresh_sqlite_store(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     uri = _uri(tmp_path / "par" / "store")
-    runs = _runs(uri)
+    runs = training_runs(uri)
     assert sorted(run.info.run_name for run in runs) == [f"nearest-s{s}" for s in range(4)]
     assert {run.info.status for run in runs} == {"FINISHED"}
-    sweep_ids = {run.data.tags.get("sweep_id") for run in _runs(uri, reports=True)}
+    sweep_ids = {run.data.tags.get("sweep_id") for run in training_runs(uri, reports=True)}
     assert len(sweep_ids) == 1 and None not in sweep_ids
     assert f"sweep {sweep_ids.pop()}: 4 runs" in result.stdout

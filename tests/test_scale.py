@@ -17,14 +17,11 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from helpers import CONF, mlflow_server_command, run_cli
+from helpers import CONF, EXPERIMENT, report_runs, run_cli, training_runs
 from mlflow.tracking import MlflowClient
-
-from src.loadtest.servers import free_port, serving
 
 pytestmark = pytest.mark.slow
 
-EXPERIMENT = "upsamplers"
 TINY = ["data.limit=500", "train.epochs=1", "eval.samples=500"]
 
 
@@ -35,16 +32,6 @@ def _isolated(tmp: Path) -> list[str]:
         f"paths.checkpoint_dir={tmp / 'checkpoints'}",
         f"paths.reports_dir={tmp / 'reports'}",
     ]
-
-
-def _runs(uri: str) -> tuple[list, list]:
-    """(training runs, report runs) of the experiment."""
-    client = MlflowClient(uri)
-    every = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
-    return (
-        [run for run in every if "report" not in run.data.tags],
-        [run for run in every if "report" in run.data.tags],
-    )
 
 
 def _two_job_sweep(launcher: str, uri: str, tmp_path: Path) -> tuple:
@@ -61,7 +48,7 @@ def _two_job_sweep(launcher: str, uri: str, tmp_path: Path) -> tuple:
         *_isolated(tmp_path),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    runs, reports = _runs(uri)
+    runs, reports = training_runs(uri), report_runs(uri)
     assert sorted(run.info.run_name for run in runs) == ["nearest-s0", "nearest-s1"]
     assert {run.info.status for run in runs} == {"FINISHED"}
     (sweep_id,) = {run.data.tags["sweep_id"] for run in runs}
@@ -94,19 +81,6 @@ def test_submitit_multirun_two_jobs_one_sweep(tmp_path):
 
 
 # --- 2: a shared tracking server ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` on a free 127.0.0.1 port: sqlite backend, artifacts proxied to a
-    local folder. Yields (url, artifact folder); stopped (its whole process group) afterwards."""
-    tmp = tmp_path_factory.mktemp("server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    artifacts = tmp / "artifacts"
-    command = mlflow_server_command(port, f"sqlite:///{tmp / 'server.db'}", artifacts, workers=1)
-    with serving(command, url, tmp / "server.log"):
-        yield url, artifacts
 
 
 def test_server_refuses_unknown_host_headers(mlflow_server):
@@ -167,7 +141,7 @@ def test_sweep_logs_to_a_tracking_server_and_reports_from_it(mlflow_server, tmp_
     table = json.loads((report.parent / "table.json").read_text())
     assert [(row["upsampler"], row["finished"]) for row in table] == [("nearest", 2)]
     assert (report.parent / "samples.png").is_file() and (report.parent / "losses.png").is_file()
-    _, reports = _runs(url)
+    reports = report_runs(url)
     assert len(reports) == 2  # the sweep's own and this one, each with the report as artifacts
     for report_run in reports:
         names = {a.path for a in client.list_artifacts(report_run.info.run_id)}

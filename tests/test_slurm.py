@@ -27,15 +27,19 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import isolated, mlflow_server_command, run_cli, start_cli, wait_for_checkpoint
+from helpers import (
+    isolated,
+    report_runs,
+    run_cli,
+    start_cli,
+    training_runs,
+    wait_for_checkpoint,
+)
 from mlflow.tracking import MlflowClient
 from slurm_cluster import SlurmCluster, missing
 
-from src.loadtest.servers import free_port, serving
-
 pytestmark = [pytest.mark.slow, pytest.mark.infra]  # make test-infra
 
-EXPERIMENT = "upsamplers"
 # Each job one core (the node has this machine's 2) and little memory.
 SLURM = [
     "--multirun",
@@ -91,15 +95,6 @@ def start_sweep(slurm):
         if driver.poll() is None:
             driver.kill()
             driver.wait(timeout=30)
-
-
-def _training_runs(uri: str) -> list:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is None:
-        return []
-    runs = client.search_runs([experiment.experiment_id])
-    return [run for run in runs if "report" not in run.data.tags]
 
 
 def _logs(tmp: Path) -> str:
@@ -166,7 +161,7 @@ def _ended(uri: str, timeout: float = 60):
     """The sweep's one training run, as soon as it is no longer RUNNING."""
     deadline = time.monotonic() + timeout
     while True:
-        (run,) = _training_runs(uri)
+        (run,) = training_runs(uri)
         if run.info.status != "RUNNING" or time.monotonic() > deadline:
             return run
         time.sleep(0.2)
@@ -181,20 +176,8 @@ def _checkpoint(tmp: Path) -> tuple[dict, Path]:
 # --- 1: a sweep through the scheduler, logging to a tracking server ---------------------------
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real ``mlflow server`` on a free 127.0.0.1 port (sqlite, proxied artifacts)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = mlflow_server_command(
-        port, f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", workers=1
-    )
-    with serving(command, url, tmp_path / "server.log"):
-        yield url
-
-
 def test_sweep_runs_as_a_slurm_array_and_logs_to_a_server(slurm, mlflow_server, tmp_path):
-    uri = mlflow_server
+    uri, _ = mlflow_server
     result = run_cli(
         *SLURM,
         "upsampler=nearest,transpose",
@@ -203,7 +186,7 @@ def test_sweep_runs_as_a_slurm_array_and_logs_to_a_server(slurm, mlflow_server, 
         *isolated(tmp_path, uri, "hydra.sweep.dir"),
     )
     assert result.returncode == 0, result.stderr[-3000:] + _logs(tmp_path)
-    runs = _training_runs(uri)
+    runs = training_runs(uri)
     assert sorted(run.info.run_name for run in runs) == ["nearest-s0", "transpose-s0"]
     assert {run.info.status for run in runs} == {"FINISHED"}
     (sweep_id,) = {run.data.tags["sweep_id"] for run in runs}
@@ -212,10 +195,7 @@ def test_sweep_runs_as_a_slurm_array_and_logs_to_a_server(slurm, mlflow_server, 
     assert all(run.info.artifact_uri.startswith("mlflow-artifacts:/") for run in runs)
     assert f"sweep {sweep_id}: 2 runs" in result.stdout
     assert (tmp_path / "reports" / sweep_id / "report.md").is_file()
-    client = MlflowClient(uri)
-    every = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
-    reports = [run.info.run_name for run in every if "report" in run.data.tags]
-    assert reports == [f"report-{sweep_id}"]
+    assert [run.info.run_name for run in report_runs(uri)] == [f"report-{sweep_id}"]
     # Both jobs were tasks of one SLURM array, run by SLURM's daemons on this node.
     jobs = _job_ids(tmp_path)
     assert [job.partition("_")[2] for job in jobs] == ["0", "1"], jobs
@@ -252,7 +232,7 @@ def test_a_job_past_its_time_limit_ends_failed_and_keeps_its_checkpoint(
     assert "error: 1 run(s) did not finish: nearest-s0" in err
     assert "Caught signal SIGUSR2" in logs and "this job is timed-out" in logs, logs
     assert "Job not requeued because: timed-out too many times" in logs, logs
-    (run,) = _training_runs(uri)
+    (run,) = training_runs(uri)
     assert run.info.status == "FAILED"
     reason = run.data.tags["failure_reason"]
     assert reason.startswith("UncompletedJobError: Job not requeued because: timed-out"), reason
@@ -305,7 +285,7 @@ def test_a_requeued_job_resumes_its_run_and_finishes_it(slurm, start_sweep, tmp_
     assert "Caught signal SIGUSR2" in logs and "DUE TO JOB REQUEUE" in logs, logs
     assert logs.count(f"Starting with JobEnvironment(job_id={job},") == 2, logs
     assert _job_field(slurm, job, "Restarts") == "1"
-    (run,) = _training_runs(uri)  # one run for the config, not one per attempt
+    (run,) = training_runs(uri)  # one run for the config, not one per attempt
     assert run.info.status == "FINISHED" and run.info.run_id == first["run_id"]
     assert "failure_reason" not in run.data.tags
     client = MlflowClient(uri)

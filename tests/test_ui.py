@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, run_cli
-from mlflow.tracking import MlflowClient
+from helpers import ROOT, run_cli, runs_by_name
 
 from src.loadtest.servers import free_port, serving
-from src.tracking.store import store
+from src.tracking import store
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -137,12 +136,6 @@ def _shot(driver, name: str) -> Path:
     return path
 
 
-def _runs(uri: str) -> dict[str, object]:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("upsamplers")
-    return {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
-
-
 def test_printed_link_opens_the_training_view_of_the_sweep(browser):
     from selenium.webdriver.common.by import By
 
@@ -166,7 +159,7 @@ def test_run_page_shows_the_sample_grid_inside_its_card(browser):
     from selenium.webdriver.common.by import By
 
     driver, url, _, uri = browser
-    run = _runs(uri)["nearest-s0"]
+    run = runs_by_name(uri)["nearest-s0"]
     link = store.run_link(uri, run.info.experiment_id, run.info.run_id)  # as train prints it
     # As a new browser shows it: with the assistant panel open, the card is ~290 px wide. Its
     # view is 250 px tall, and MLflow centres the image in a square as wide as the card, so a
@@ -206,7 +199,7 @@ def test_report_run_description_renders_its_table(browser):
     from selenium.webdriver.common.by import By
 
     driver, url, _, uri = browser
-    (report,) = [run for name, run in _runs(uri).items() if name.startswith("report-")]
+    (report,) = [run for name, run in runs_by_name(uri).items() if name.startswith("report-")]
     link = store.run_link(uri, report.info.experiment_id, report.info.run_id)
     _open(driver, link.replace(store.UI_ADDRESS, url).replace("/model-metrics", ""))
     header = "//table//th[normalize-space(.)='upsampler']"
@@ -275,7 +268,7 @@ def test_image_grid_chart_shows_every_run_of_the_sweep(browser):
     ).click()
     in_dialog = f"[role='dialog'] {grid}"
     loaded = "return arguments[0].filter(i => i.naturalWidth > 0).length"
-    expected = len([name for name in _runs(uri) if not name.startswith("report-")])
+    expected = len([name for name in runs_by_name(uri) if not name.startswith("report-")])
     _wait(
         driver,
         lambda d: d.execute_script(loaded, d.find_elements(By.CSS_SELECTOR, in_dialog)) == expected,

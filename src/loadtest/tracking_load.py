@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from src.run import recording
-from src.tracking.store import naming, store
+from src.tracking import naming, store
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "logging-load"
@@ -141,13 +141,13 @@ def _save_models(folder: Path, settings: Any, generator: Any, discriminator: Any
     import mlflow.keras
     from mlflow.models import infer_signature
 
-    from src.models.networks import portable
+    from src.models.networks import with_keras_leaky_relu
 
     for model, name in ((generator, "generator"), (discriminator, "discriminator")):
-        portable(model).save(folder / f"{name}.keras")
+        with_keras_leaky_relu(model).save(folder / f"{name}.keras")
     example = recording.latents(settings.tracking.sample_seed, 4, settings.generator.latent_dim)
     mlflow.keras.save_model(
-        portable(generator),
+        with_keras_leaky_relu(generator),
         str(folder / "generator-model"),
         signature=infer_signature(example, generator.predict_on_batch(example)),
         pip_requirements=recording.model_requirements(),

@@ -72,7 +72,7 @@ def build_discriminator(disc_cfg: Any, image_size: int, channels: int = 1) -> An
     return keras.Model(image, logit, name="discriminator")
 
 
-def portable(model: Any) -> Any:
+def with_keras_leaky_relu(model: Any) -> Any:
     """A copy of ``model`` with Keras' own LeakyReLU wherever it has :class:`LeakyReLUFromOutput`,
     and the same weights: the same function, and a saved file that ``keras.models.load_model``
     reads without this module (only the gradient's graph differs, which a saved model does not

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from src.config import schema
-from src.tracking.store import naming, store
+from src.tracking import naming, store
 
 VERSIONED_PACKAGES = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy")
 # Config keys always logged as MLflow params, with ``upsampler`` (its name) and every key the
@@ -126,12 +126,12 @@ def digest(images: Any) -> str:
 def log_generator_model(run: Any, generator: Any, settings: schema.Config) -> None:
     """The generator as an MLflow model, with its size attached."""
     from src.evaluation.flops import count_flops
-    from src.models.networks import portable
+    from src.models.networks import with_keras_leaky_relu
 
     example = latents(settings.tracking.sample_seed, 4, settings.generator.latent_dim)
     sizes = {"parameters": generator.count_params(), "flops_per_image": count_flops(generator)}
     run.log_keras_model(
-        portable(generator),
+        with_keras_leaky_relu(generator),
         "generator",
         example,
         settings.train.epochs,
@@ -152,10 +152,12 @@ def summaries(*models: Any) -> str:
 def save_models(run: Any, output_dir: Path, *models: Any) -> None:
     """The generator and discriminator as portable ``.keras`` files in the run's folder and
     as the run's artifacts."""
-    from src.models.networks import portable
+    from src.models.networks import with_keras_leaky_relu
 
     output_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it; a direct train(cfg) may not
     for model, name in zip(models, ("generator", "discriminator"), strict=True):
         path = output_dir / f"{name}.keras"
-        portable(model).save(path)  # loadable by any Keras, without this project's code
+        with_keras_leaky_relu(model).save(
+            path
+        )  # loadable by any Keras, without this project's code
         run.log_artifact(path, name)

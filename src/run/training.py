@@ -23,7 +23,7 @@ from src.data.mnist import DataError
 from src.run import recording, shared_inputs
 from src.run.checkpoint import Checkpoint, State, run_key
 from src.run.description import dataset_name, run_description
-from src.tracking.store import naming, store
+from src.tracking import naming, store
 
 schema.register()
 

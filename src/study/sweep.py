@@ -22,7 +22,7 @@ from src.run import sweep_job
 from src.run.sweep_progress import Progress
 from src.study import launchers
 from src.tracking.naming import metric
-from src.tracking.store import store
+from src.tracking import store
 
 WORKERS_LOG = "workers.log"  # the joblib workers' output while they warm up, in the sweep folder
 
