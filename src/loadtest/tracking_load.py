@@ -3,15 +3,14 @@
 Each replayed job is a light process (no TensorFlow) that logs one run the way
 ``src.run.training.train`` does, through ``src.tracking.store``'s ``start_run`` and ``Run``, in the
 same order and at the harness's real sizes: tags, params, ``model_summary.txt`` and ``config.yaml``,
-the
-dataset input, the description, then per epoch the losses and speed metrics (step = epoch) and a
+the dataset input, the description, then per epoch the losses and speed metrics (step = epoch) and a
 ``samples`` grid (step 0 too), the quality metrics at epoch 0, every ``eval.every_epochs`` and the
-last, and at the end ``spectrum.json``/``.png``, ``generator.keras``, ``discriminator.keras``,
-the generator as an MLflow logged model, Hydra's folder, ``train_seconds``, the final
-description, FINISHED. What it logs is built once, before the jobs start, by a spawned process
-that composes the real config and builds the real models (``prepare``): the ``.keras`` files,
-the logged model's folder, the grids (the untrained generator's at step 0, real 10x10 test
-digits after that), the training images as trained on.
+last, and at the end ``spectrum.json``/``.png``, ``generator.keras``, ``discriminator.keras``, the
+generator as an MLflow logged model, Hydra's folder, ``train_seconds``, the final description,
+FINISHED. What it logs is built once, before the jobs start, by a spawned process that composes the
+real config and builds the real models (``prepare``): the ``.keras`` files, the logged model's
+folder, the grids (the untrained generator's at step 0, real 10x10 test digits after that), the
+training images as trained on.
 
 All jobs start together (a barrier), log as fast as the store takes it (``--epoch-seconds``
 paces them like training instead), and time every logging call; MLflow's HTTP client retries

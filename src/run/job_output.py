@@ -1,7 +1,7 @@
 """A sweep job on the terminal: its full output in its job folder, a few lines on the terminal.
 
 Parallel jobs that all print Keras progress bars and TensorFlow's start-up lines to one
-terminal garble it. Inside :func:`job_output` the process's file descriptors 1 and 2 go to the
+terminal garble it. Inside :func:`redirected` the process's file descriptors 1 and 2 go to the
 job's log file, so everything (Python, Keras, TensorFlow's C++ logging, tracebacks) lands there,
 and the job writes its own short lines to the terminal: one per epoch and one when it ends. Each
 is a single ``write`` of less than ``PIPE_BUF`` bytes, which POSIX keeps whole when several
@@ -24,7 +24,7 @@ MAX_ERROR = 300  # characters of an error message on a job's end line (the log h
 
 @dataclass
 class Terminal:
-    """Line-buffered streams to where stdout and stderr pointed before :func:`job_output`."""
+    """Line-buffered streams to where stdout and stderr pointed before :func:`redirected`."""
 
     out: TextIO
     err: TextIO

@@ -1,5 +1,5 @@
 """What a training run records in MLflow besides its per-epoch metrics: its identity tags, its
-params, its models, its dataset and the versions it ran on. ``src.train`` decides when;
+params, its models, its dataset and the versions it ran on. ``src.run.training`` decides when;
 ``src.loadtest.tracking_load`` replays the same records at their real sizes."""
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from src.config.schema import ConfigError, MarginConfig
 from src.core.files import project_root
 from src.evaluation.plots import Band, band_panels, pyplot, save, spectrum_figure
 from src.study import stats
-from src.tracking.naming import metric
 from src.tracking import store
+from src.tracking.naming import metric
 
 REPORT_TAG = "report"  # set on report runs, which share the sweep_id tag with training runs
 

@@ -21,8 +21,8 @@ from src.core import messages, signals
 from src.run import sweep_job
 from src.run.sweep_progress import Progress
 from src.study import launchers
-from src.tracking.naming import metric
 from src.tracking import store
+from src.tracking.naming import metric
 
 WORKERS_LOG = "workers.log"  # the joblib workers' output while they warm up, in the sweep folder
 
