@@ -6,6 +6,7 @@ The entry point users type: Hydra composes the config, a run on its own or a swe
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 import traceback
@@ -96,6 +97,10 @@ def cli() -> None:
             sweep_job.end_interrupted_sweep() or stopped or "interrupted before any run started"
         )
         sys.exit(signals.exit_status(error))
+    except multiprocessing.TimeoutError:
+        # joblib's per-job limit (hydra.launcher.timeout): its workers are stopped by now
+        ended = sweep_job.end_interrupted_sweep() or "no run was open"
+        sys.exit(f"error: a job ran longer than hydra.launcher.timeout seconds; {ended}")
     except Exception as error:
         if isinstance(error, OSError) and error.filename and not _task_started:
             # Hydra creating the run's folder (hydra.run.dir) before the task starts

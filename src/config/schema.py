@@ -8,7 +8,6 @@ TensorFlow import.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from src.core.files import project_root
+from src.core.files import project_root, write_problem
 
 
 class ConfigError(ValueError):
@@ -29,17 +28,12 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # safe in run names, folder names
 
 def check_writable(folder: Path, key: str) -> None:
     """Fail early, in one line, when ``folder`` (the config's ``key``) cannot be created or
-    written. The folder is left in place: others (parallel jobs, a sweep's workers) may be
-    writing into it already."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
+    written (:func:`src.core.files.write_problem`)."""
+    problem = write_problem(folder)
+    if problem is not None:
         raise ConfigError(
-            f"cannot write to {folder} ({error.strerror}); set {key} to a folder you can write"
-        ) from None
+            f"cannot write to {folder} ({problem}); set {key} to a folder you can write"
+        )
 
 
 def _require(ok: bool, message: str) -> None:
@@ -185,6 +179,7 @@ class TrackingConfig:
     sample_columns: int = 12
     sample_zoom: int = 4
     outage_seconds: float = 240.0
+    lock_seconds: float = 120.0
 
     def __post_init__(self) -> None:
         from src.tracking.store import LONGEST_OUTAGE
@@ -195,6 +190,7 @@ class TrackingConfig:
             f"tracking.outage_seconds={self.outage_seconds} must be in (0, {LONGEST_OUTAGE:.0f}]"
             " (MLflow's retries cover at most that)",
         )
+        _require(self.lock_seconds > 0, f"tracking.lock_seconds={self.lock_seconds} must be > 0")
         _require(self.sample_count >= 1, "tracking.sample_count must be >= 1")
         _require(self.sample_zoom >= 1, "tracking.sample_zoom must be >= 1")
         _require(self.sample_columns >= 0, "tracking.sample_columns must be >= 0 (0: square)")
@@ -316,6 +312,9 @@ def compose(*overrides: str) -> Config:
     return to_settings(cfg)
 
 
+SQL_PREAMBLE = "(raised as a result of"  # e.g. "... Query-invoked autoflush; ...)"
+
+
 def one_line(error: BaseException) -> str:
     """An error as one line for the user: this module's errors as they are; Hydra's composition
     and override errors without the config search path they list, with their cause's first
@@ -328,8 +327,9 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, OmegaConfBaseException):  # its message ends in a key/type dump
         return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
     if not isinstance(error, HydraException):
-        first = (str(error).splitlines() or [""])[0]
-        return f"{type(error).__name__}: {first}".rstrip(": ")
+        # SQLAlchemy starts some messages with how the error was raised, not what it was
+        lines = [line for line in str(error).splitlines() if not line.startswith(SQL_PREAMBLE)]
+        return f"{type(error).__name__}: {(lines or [''])[0]}".rstrip(": ")
     lines = []
     for line in str(error).splitlines():
         if line.startswith("Config search path"):

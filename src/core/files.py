@@ -19,6 +19,21 @@ from src.core import messages
 T = TypeVar("T")
 
 
+def write_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created or written (the system's words), or None when it can:
+    found by making it and writing a file in it, which a read-only mount, a full disk or a
+    folder such as ``/proc`` refuse even to root. The folder is left in place: others
+    (parallel jobs, a sweep's workers) may be writing into it already."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    return None
+
+
 def project_root() -> str:
     """Absolute path of the checkout (the folder holding ``src/``), whatever the working dir."""
     return str(Path(__file__).resolve().parents[2])

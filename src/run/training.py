@@ -85,8 +85,9 @@ def train(
     # After the data's checks: a bad data file leaves no checkpoint folder behind.
     schema.check_writable(Path(settings.paths.checkpoint_dir), "paths.checkpoint_dir")
     # Only now, with the input known good, is anything written to the tracking store.
+    tracking = settings.tracking
     experiment_id = store.ensure_experiment(
-        job.uri, settings.tracking.experiment, settings.tracking.artifact_location
+        job.uri, tracking.experiment, tracking.artifact_location, tracking.lock_seconds
     )
     images = data.x_train[: settings.data.limit]
     # Before the run's own seeding: the classifier seeds itself when it has to be trained.

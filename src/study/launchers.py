@@ -9,6 +9,7 @@ made with the same settings; submitit and SLURM each job in a process of its own
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from omegaconf import OmegaConf
 from src.config import resources
 from src.run import job_output
 
+WARM_UP_SECONDS = 1800  # longest wait for joblib's workers to import TensorFlow and build inputs
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
@@ -90,5 +92,15 @@ def warm_workers(launcher: Any, versions: list[Any], threads: int, log: str) -> 
     joblib_cfg["backend"] = "loky"  # as the launcher sets it
     process_joblib_cfg(joblib_cfg)
     tasks = [*versions, *[None] * max(0, (workers(launcher) or 1) - len(versions))]
-    results = Parallel(**joblib_cfg)(delayed(warm_worker)(item, threads, log) for item in tasks)
+    # The launcher's timeout is per job; warming up (TensorFlow's import, a classifier trained
+    # on a fresh machine) has its own bound. The executor is reused all the same: joblib keys
+    # it by its workers, not by how long a result is waited for.
+    joblib_cfg["timeout"] = WARM_UP_SECONDS
+    try:
+        results = Parallel(**joblib_cfg)(delayed(warm_worker)(i, threads, log) for i in tasks)
+    except multiprocessing.TimeoutError:
+        raise RuntimeError(
+            f"the sweep's workers were not ready after {WARM_UP_SECONDS} s (importing TensorFlow, "
+            f"building the shared inputs); their output is in {log}"
+        ) from None
     return {pid for pid, _ in results}, [name for _, built in results for name in built]

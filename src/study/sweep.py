@@ -110,8 +110,9 @@ class SweepCallback(Callback):
         self.progress = Progress(sweep_dir)
         self.launcher = config.hydra.launcher
         jobs, keys = self._check_jobs(config, config_name)
+        tracking = config.tracking
         self.experiment_id = store.ensure_experiment(
-            self.uri, self.experiment, config.tracking.artifact_location
+            self.uri, self.experiment, tracking.artifact_location, tracking.lock_seconds
         )
         marker = sweep_dir / sweep_job.SWEEP_ID_FILE
         self.sweep_id = self._identity(config, keys, marker)
@@ -261,11 +262,30 @@ class SweepCallback(Callback):
         return sorted(pids)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """One line per run, the report, and the exit status."""
-        from src.study.report import REPORT_TAG, build_report
+        """One line per run, the report, and the exit status. Hydra would turn an exception
+        here into a warning and exit 0, so a store that cannot be read or written any more (a
+        full disk) ends the sweep in one line, non-zero."""
+        from src.config.schema import one_line
 
         sweep_job.on_interrupt(None)
         signals.restore(getattr(self, "previous_sigterm", None))
+        try:
+            unfinished = self._summarise()
+        except Exception as error:
+            failed = self.progress.failed_jobs()
+            sys.exit(
+                f"error: sweep {self.sweep_id} cannot read or report its runs in {self.uri} "
+                f"({one_line(error)}); {len(failed)} job(s) failed, their logs are "
+                f"{self.progress.path.parent}/<job>/{sweep_job.JOB_LOG}"
+            )
+        if unfinished:
+            sys.exit(f"error: {len(unfinished)} run(s) did not finish: {', '.join(unfinished)}")
+
+    def _summarise(self) -> list[str]:
+        """Print a line per run, the report's path and the results' link; return the names of
+        the runs and jobs that did not finish."""
+        from src.study.report import REPORT_TAG, build_report
+
         runs = store.open_client(self.uri).search_runs(
             [self.experiment_id],
             filter_string=f"tags.sweep_id = '{self.sweep_id}'",
@@ -274,19 +294,18 @@ class SweepCallback(Callback):
         runs = [run for run in runs if REPORT_TAG not in run.data.tags]
         print(f"\nsweep {self.sweep_id}: {len(runs)} runs")
         for run in runs:
-            metrics = run.data.metrics
-            losses = "  ".join(
-                f"{key}={metrics[metric(key)]:.3f}"
-                for key in ("d_loss", "g_loss")
-                if metric(key) in metrics
-            )
-            seconds = metrics.get(metric("train_seconds"), float("nan"))
-            print(f"  {run.info.run_name:<16} {run.info.status:<9} {losses}  {seconds:6.1f}s")
+            print(_run_line(run))
         if self.report and runs:
             path = build_report(
                 self.uri, self.experiment, self.sweep_id, self.reports_dir, self.margins
             )
             print(f"report: {path}")
+        self._print_link()
+        unfinished = [run.info.run_name for run in runs if run.info.status != "FINISHED"]
+        return unfinished + [n for n in self.progress.failed_jobs() if n not in unfinished]
+
+    def _print_link(self) -> None:
+        """Where to open the sweep's results."""
         link = store.experiment_link(self.uri, self.experiment_id, self.sweep_id)
         if link is None:
             print(f"open the results: mlflow ui --backend-store-uri {self.uri}")
@@ -294,10 +313,6 @@ class SweepCallback(Callback):
             print(f"open the results: {link} (serve it: mlflow ui --backend-store-uri {self.uri})")
         else:
             print(f"open the results: {link}")
-        unfinished = [run.info.run_name for run in runs if run.info.status != "FINISHED"]
-        unfinished += [name for name in self.progress.failed_jobs() if name not in unfinished]
-        if unfinished:
-            sys.exit(f"error: {len(unfinished)} run(s) did not finish: {', '.join(unfinished)}")
 
     def end_interrupted(self) -> str:
         """After Ctrl-C or SIGTERM in the driver: end KILLED the runs this sweep's jobs opened and
@@ -321,6 +336,18 @@ class SweepCallback(Callback):
             f"sweep {self.sweep_id} interrupted: {len(killed)} running job(s) ended KILLED; "
             "the same command with resume=true continues them"
         )
+
+
+def _run_line(run: Any) -> str:
+    """A run of the sweep in one line: name, status, last losses, training seconds."""
+    metrics = run.data.metrics
+    losses = "  ".join(
+        f"{key}={metrics[metric(key)]:.3f}"
+        for key in ("d_loss", "g_loss")
+        if metric(key) in metrics
+    )
+    seconds = metrics.get(metric("train_seconds"), float("nan"))
+    return f"  {run.info.run_name:<16} {run.info.status:<9} {losses}  {seconds:6.1f}s"
 
 
 def _claim(sweep_dir: Path) -> Any:

@@ -17,8 +17,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from src.core import locks
+from src.core.files import write_problem
+
 SQLITE_PREFIX = "sqlite:///"
-REACH_TIMEOUT_SECONDS = 5.0
+REACH_TIMEOUT_SECONDS = 5.0  # a tracking server that does not answer /health in this is down
+LOCK_SECONDS = (
+    120.0  # the default wait for a fresh sqlite store's creation lock (tracking.lock_seconds)
+)
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` (and a bare `mlflow ui`) serve sqlite
 FAILURE_TAG = "failure_reason"  # why a FAILED run failed
 DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in mlflow ui (markdown)
@@ -74,11 +80,7 @@ def check_reachable(uri: str) -> None:
             "sqlite:///<file>, http(s)://<server> or a database URL (postgresql://, mysql://)"
         )
     if uri.startswith(SQLITE_PREFIX):
-        folder = Path(uri[len(SQLITE_PREFIX) :]).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise TrackingError(f"cannot create {folder} for {uri}: {error}") from error
+        _check_sqlite_location(uri)
     elif scheme in ("http", "https"):
         import requests
 
@@ -100,6 +102,25 @@ def check_reachable(uri: str) -> None:
             ) from None
 
 
+def _check_sqlite_location(uri: str) -> None:
+    """A sqlite store's folder can be made and written, and its database (if there is one)
+    opened for writing: checked before anything waits on the store (its creation lock cannot
+    be taken in a folder that refuses files, and would be waited for in vain)."""
+    database = Path(uri[len(SQLITE_PREFIX) :])
+    problem = write_problem(database.parent)
+    if problem is None and database.exists():
+        try:
+            with open(database, "r+b"):
+                pass
+        except OSError as error:
+            problem = error.strerror or type(error).__name__
+    if problem is not None:
+        raise TrackingError(
+            f"cannot write the tracking store {database} ({problem}); make its folder writable "
+            "or set tracking.uri=sqlite:///<a writable folder>/mlflow.db"
+        )
+
+
 def usable_schemes() -> set[str]:
     """The URI schemes MLflow has a tracking store for (its own registry's), databases by
     their engine (``postgresql+psycopg2`` is ``postgresql``)."""
@@ -118,30 +139,44 @@ def _without_password(uri: str) -> str:
 _opened: set[str] = set()  # sqlite stores this process has created or found ready
 
 
-def open_client(uri: str) -> Any:
+def open_client(uri: str, lock_seconds: float = LOCK_SECONDS) -> Any:
     """An ``MlflowClient`` for ``uri``. A sqlite store is created and migrated at the first
     use in this process under a file lock beside the database (``<db>.lock``), so harness
-    processes that start together on a new store take turns; a process outside the harness
-    migrating it at the same moment makes alembic fail in one of them, which is retried."""
+    processes that start together on a new store take turns, each waiting at most
+    ``lock_seconds``; a process outside the harness migrating it at the same moment makes
+    alembic fail in one of them, which is retried."""
     from mlflow.tracking import MlflowClient
 
     if not uri.startswith(SQLITE_PREFIX) or uri in _opened:
         return MlflowClient(tracking_uri=uri)
-    from filelock import FileLock
-
     database = Path(uri[len(SQLITE_PREFIX) :])
-    with FileLock(f"{database}.lock"):
-        for attempt in range(MIGRATION_ATTEMPTS):
-            try:
-                client = MlflowClient(tracking_uri=uri)
-                client.search_experiments(max_results=1)  # creates and migrates the store
-                break
-            except Exception as error:
-                if attempt == MIGRATION_ATTEMPTS - 1 or not _migration_race(error):
-                    raise
-                time.sleep(0.5 * (attempt + 1))
+    try:
+        with locks.held(Path(f"{database}.lock"), lock_seconds):
+            client = _migrated_client(uri)
+    except locks.LockTimeout as error:
+        raise TrackingError(
+            f"the store's creation lock {error}; wait for that process, or end it (a lock of a "
+            "process that has ended is free), or raise tracking.lock_seconds"
+        ) from None
     _opened.add(uri)
     return client
+
+
+def _migrated_client(uri: str) -> Any:
+    """A client of the sqlite store ``uri``, created and migrated now if it is new, through
+    other processes' migration races."""
+    from mlflow.tracking import MlflowClient
+
+    for attempt in range(MIGRATION_ATTEMPTS):
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # creates and migrates the store
+            return client
+        except Exception as error:
+            if attempt == MIGRATION_ATTEMPTS - 1 or not _migration_race(error):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _migration_race(error: BaseException) -> bool:
@@ -201,15 +236,18 @@ def is_outage(error: BaseException) -> bool:
     )
 
 
-def ensure_experiment(uri: str, name: str, artifact_location: str | None) -> str:
+def ensure_experiment(
+    uri: str, name: str, artifact_location: str | None, lock_seconds: float = LOCK_SECONDS
+) -> str:
     """Create the store (sqlite schema included) and the experiment if needed; return its id.
 
     Call it once before a parallel sweep starts: fresh sqlite stores race on schema creation.
+    ``lock_seconds`` bounds the wait for another process creating the store.
     """
     from mlflow.exceptions import MlflowException
 
     check_reachable(uri)
-    client = open_client(uri)
+    client = open_client(uri, lock_seconds)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
