@@ -242,8 +242,8 @@ def logging_seconds(tmp: Path, repeats: int = 5) -> float:
     import numpy as np
 
     from src.evaluation.sample_grid import sample_grid
+    from src.tracking import store
     from src.tracking.naming import sectioned
-    from src.tracking.store import store
 
     uri = f"sqlite:///{tmp / 'log.db'}"
     run = store.start_run(uri, store.ensure_experiment(uri, "bench", None), "bench", {})
