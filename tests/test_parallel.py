@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import CONF, ROOT, cli_env, default_sigint, run_cli, training_runs
+from helpers import CONF, ROOT, run_cli, start_cli, training_runs
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
@@ -315,17 +315,8 @@ def test_interrupted_sweep_stops_every_worker_and_kills_every_run(
         "train.epochs=50",
         "hydra.launcher.n_jobs=2",
     )
-    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
-    with open(out, "w") as stdout, open(err, "w") as stderr:
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "src.train", *args],
-            cwd=ROOT,
-            env=cli_env(),
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-            preexec_fn=default_sigint,
-        )
+    driver = start_cli(*args, log=tmp_path / "sweep", group=True)
+    out, err = tmp_path / "sweep.out", tmp_path / "sweep.err"
     try:
         deadline = time.monotonic() + 300
         while not all(f"{name}-s0" in _epoch_names(out) for name in ("nearest", "transpose")):

@@ -52,18 +52,8 @@ from src.tracking import naming, store
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "logging-load"
-# What a run logs, by when (src/run/callbacks.py, src/train.py), in MLflow's names.
-EPOCH_METRICS = tuple(
-    naming.metric(n)
-    for n in (
-        "d_loss",
-        "g_loss",
-        "real_accuracy",
-        "fake_accuracy",
-        "epoch_seconds",
-        "images_per_second",
-    )
-)
+# What a run logs, by when (src/run/callbacks.py, src/run/training.py), in MLflow's names.
+EPOCH_METRICS = tuple(naming.metric(n) for n in naming.EPOCH_NAMES)
 QUALITY_METRICS = tuple(
     f"{section}/{name}"
     for section in ("quality", "classes", "artifacts")

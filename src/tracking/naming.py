@@ -22,6 +22,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "artifacts": ("checkerboard", "spectrum_error"),
     "speed": ("epoch_seconds", "images_per_second", "train_seconds"),
 }
+# What every epoch logs (src/run/callbacks.py); quality metrics only at evaluations.
+EPOCH_NAMES = (*SECTIONS["loss"], *SECTIONS["discriminator"], "epoch_seconds", "images_per_second")
 _SECTION_OF = {name: section for section, names in SECTIONS.items() for name in names}
 
 # Tags of constants, set once per run.
