@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from src.bench.isolated_run import scratch_command  # noqa: E402 - after the path is set
+from src.bench.isolated_run import isolated_run_command  # noqa: E402 - after the path is set
 
 SWEEP = [
     "upsampler=nearest",
@@ -52,7 +52,7 @@ ONE_CORE_PLANS = {
 def wall_seconds(tmp: Path, label: str, extra: list[str], prefix: list[str]) -> float:
     """Run the sweep under one plan; its wall time (raises if it fails)."""
     label = f"{label}-{time.monotonic_ns()}"  # a fresh store and sweep folder for each
-    command = [*prefix, *scratch_command(tmp, "--multirun", *SWEEP, *extra, label=label)]
+    command = [*prefix, *isolated_run_command(tmp, "--multirun", *SWEEP, *extra, label=label)]
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - started

@@ -57,18 +57,20 @@ def test_tiny_benchmark_writes_every_figure(tmp_path):
 
 
 def _check_sweep_figure(sweep: dict) -> None:
-    """The tiny whole-sweep figure: 2 upsamplers x 2 seeds of one 1,024-image epoch, three ways."""
-    assert sweep["upsamplers"] == ["nearest", "transpose"] and sweep["seeds"] == [0, 1]
+    """The tiny whole-sweep figure: 2 upsamplers x 1 seed of one 256-image epoch, three ways."""
+    assert sweep["upsamplers"] == ["nearest", "transpose"] and sweep["seeds"] == [0]
     assert sweep["matmul_gflops_ceiling"] == max(
         sweep["matmul_gflops_one_process"], sweep["matmul_gflops_one_per_core"]
     )
     for way in ("default", "one_at_a_time"):
         row = sweep[way]
-        # Every run trained 8 batches of 128: read back from each epoch's MLflow metrics.
-        assert row["images"] == pytest.approx(4 * 1024), way
-        assert row["transpose"]["images"] == pytest.approx(2 * 1024), way
+        # Every run trained 2 batches of 128: read back from each epoch's MLflow metrics.
+        assert row["images"] == pytest.approx(2 * 256), way
+        assert row["transpose"]["images"] == pytest.approx(256), way
         assert 0 < row["training_seconds"] < row["wall_seconds"], way  # start-up, evaluation
-        assert 0 < row["transpose"]["training_seconds"] < row["training_seconds"], way
+        # At most: run in parallel, nearest's one epoch may lie within transpose's.
+        assert 0 < row["transpose"]["training_seconds"] <= row["training_seconds"], way
+    assert sweep["plain_loop"]["images"] == 2 * 256  # both runs, one after another
     assert sweep["plain_loop"]["images_per_second"] > 0
 
 
@@ -79,7 +81,7 @@ def test_tiny_scaling_writes_run_time_lines(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (path,) = tmp_path.glob("*-scaling.json")
     report = json.loads(path.read_text())
-    assert report["mode"] == "tiny scaling" and report["images_per_epoch"] == 1024
+    assert report["mode"] == "tiny scaling" and report["images_per_epoch"] == 256
     for key, xs in (("epochs", [1, 2]), ("runs_per_sweep", [1, 2])):
         line = report[key]
         assert line["x"] == xs and len(line["seconds"]) == len(xs)

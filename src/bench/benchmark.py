@@ -30,7 +30,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from src.bench.isolated_run import scratch_command
+from src.bench.isolated_run import isolated_run_command
 from src.bench.matmul import product_gflops
 from src.bench.sweep_timing import UPSAMPLERS as SWEEP_UPSAMPLERS
 from src.bench.sweep_timing import SweepSize, sweep_comparison
@@ -45,6 +45,7 @@ class Mode:
 
     steps: int  # training steps per timed repeat
     repeats: int  # timed repeats per implementation
+    warm_ups: int  # untimed src.train runs first (start-up, --scaling): warm caches and store
     batch_sizes: tuple[int, ...]
     eval_samples: int
     matmul_size: int
@@ -58,24 +59,28 @@ MODES = {
     "full": Mode(
         steps=48,
         repeats=7,
+        warm_ups=1,
         batch_sizes=(32, 64, 128, 256, 512, 1024),
         eval_samples=10_000,
         matmul_size=2048,
         scaling_images=12_800,
         scaling_epochs=(1, 2, 4, 8),
         scaling_runs=(1, 2, 4),
-        sweep=SweepSize(images=20_000, epochs=3, eval_samples=10_000),
+        sweep=SweepSize(images=20_000, epochs=3, eval_samples=10_000, seeds=(0, 1)),
     ),
+    # Every figure and code path, at the least work that still trains: the cost left is mostly
+    # the TensorFlow import of each process (python -m src.train, the matmul workers).
     "tiny": Mode(
-        steps=16,
-        repeats=2,
+        steps=4,
+        repeats=1,
+        warm_ups=0,  # tiny figures are noise: the first timed run creates the store
         batch_sizes=(32, 128),
-        eval_samples=500,
+        eval_samples=100,
         matmul_size=256,
-        scaling_images=1_024,
+        scaling_images=256,
         scaling_epochs=(1, 2),
         scaling_runs=(1, 2),
-        sweep=SweepSize(images=1_024, epochs=1, eval_samples=500),
+        sweep=SweepSize(images=256, epochs=1, eval_samples=100, seeds=(0,)),
     ),
 }
 
@@ -188,13 +193,14 @@ def batch_scaling(images: Any, mode: Mode) -> dict[str, float]:
     return scaling
 
 
-def startup_seconds(tmp: Path) -> float:
+def startup_seconds(tmp: Path, warm_ups: int) -> float:
     """Wall time from launching ``python -m src.train`` to its first epoch starting.
 
-    Run once first so the data, classifier and reference caches and the MLflow store are warm.
+    Run ``warm_ups`` times first so the data, classifier and reference caches and the MLflow
+    store are warm.
     """
     # 2 epochs: Keras prints "Epoch 1/N" only when N > 1.
-    args = scratch_command(
+    args = isolated_run_command(
         tmp,
         "data.limit=512",
         "train.epochs=2",
@@ -203,7 +209,8 @@ def startup_seconds(tmp: Path) -> float:
         f"hydra.run.dir={tmp / 'run'}",
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each line as it is printed
-    subprocess.run(args, cwd=files.project_root(), capture_output=True, check=True, env=env)
+    for _ in range(warm_ups):
+        subprocess.run(args, cwd=files.project_root(), capture_output=True, check=True, env=env)
     started = time.perf_counter()
     with subprocess.Popen(
         args, cwd=files.project_root(), stdout=subprocess.PIPE, text=True, env=env
@@ -243,20 +250,12 @@ def logging_seconds(tmp: Path, repeats: int = 5) -> float:
 
     from src.evaluation.sample_grid import sample_grid
     from src.tracking import store
-    from src.tracking.naming import sectioned
+    from src.tracking.naming import EPOCH_NAMES, sectioned
 
     uri = f"sqlite:///{tmp / 'log.db'}"
     run = store.start_run(uri, store.ensure_experiment(uri, "bench", None), "bench", {})
     grid = sample_grid(np.zeros((64, 10, 10, 1), np.float32), 4)
-    names = (
-        "d_loss",
-        "g_loss",
-        "real_accuracy",
-        "fake_accuracy",
-        "epoch_seconds",
-        "images_per_second",
-    )
-    metrics = sectioned(dict.fromkeys(names, 1.0))
+    metrics = sectioned(dict.fromkeys(EPOCH_NAMES, 1.0))
     started = time.perf_counter()
     for step in range(repeats):
         run.log_metrics(metrics, step=step)
@@ -284,10 +283,11 @@ def linear_fit(xs: list[int], seconds: list[float]) -> dict[str, Any]:
 def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
     """Wall time of real ``python -m src.train`` runs against epochs, and of sweeps against runs.
 
-    Each is a fresh process with warm caches, ``mode.scaling_images`` training images per epoch
-    and ``mode.eval_samples`` per evaluation; a least-squares line gives the fixed cost
-    (start-up, classifier, final evaluation, saving) and the cost per epoch or per run, and the
-    largest relative deviation from that line says how linear it is.
+    Each is a fresh process (after ``mode.warm_ups`` runs that warm the caches and the store),
+    with ``mode.scaling_images`` training images per epoch and ``mode.eval_samples`` per
+    evaluation; a least-squares line gives the fixed cost (start-up, classifier, final
+    evaluation, saving) and the cost per epoch or per run, and the largest relative deviation
+    from that line says how linear it is.
     """
     common = [
         f"data.limit={mode.scaling_images}",
@@ -298,14 +298,15 @@ def run_scaling(tmp: Path, mode: Mode) -> dict[str, Any]:
 
     def seconds(*args: str) -> float:
         started = time.perf_counter()
-        command = scratch_command(tmp, *args, *common)
+        command = isolated_run_command(tmp, *args, *common)
         done = subprocess.run(command, cwd=files.project_root(), capture_output=True, text=True)
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"src.train {' '.join(args)} failed: {tail[0]}")
         return time.perf_counter() - started
 
-    seconds("train.epochs=1", f"hydra.run.dir={tmp / 'warm'}")  # data and classifier caches
+    for _ in range(mode.warm_ups):  # data and classifier caches, the store's tables
+        seconds("train.epochs=1", f"hydra.run.dir={tmp / 'warm'}")
     epochs = list(mode.scaling_epochs)
     by_epochs = [seconds(f"train.epochs={e}", f"hydra.run.dir={tmp / f'e{e}'}") for e in epochs]
     runs = list(mode.scaling_runs)
@@ -367,7 +368,7 @@ def step_benchmark(
             "batch_scaling_images_per_second": batch_scaling(images, mode),
             "final_evaluation_seconds": evaluation_seconds(mode),
             "eval_samples": mode.eval_samples,
-            "startup_to_first_epoch_seconds": startup_seconds(tmp),
+            "startup_to_first_epoch_seconds": startup_seconds(tmp, mode.warm_ups),
             "mlflow_logging_seconds_per_epoch": logging_seconds(tmp),
             "sweep": sweep_figure(tmp, mode, matmul, results),
         }
@@ -392,7 +393,7 @@ def sweep_figure(
         else train_flops_per_image(schema.compose(f"upsampler={name}"))
         for name in SWEEP_UPSAMPLERS
     }
-    print("whole sweeps (two upsamplers x two seeds):")
+    print(f"whole sweeps ({_grid(len(SWEEP_UPSAMPLERS), len(mode.sweep.seeds))}):")
     return sweep_comparison(tmp, mode.sweep, flops, matmul, mode.matmul_size)
 
 
@@ -532,7 +533,7 @@ def _print_table(report: dict[str, Any]) -> None:
 
 def _print_sweep(sweep: dict[str, Any]) -> None:
     print(
-        f"\nwhole sweep, {len(sweep['upsamplers'])} upsamplers x {len(sweep['seeds'])} seeds, "
+        f"\nwhole sweep, {_grid(len(sweep['upsamplers']), len(sweep['seeds']))}, "
         f"{sweep['epochs']} epochs of {sweep['images_per_run']:,} images; matmul ceiling "
         f"{sweep['matmul_gflops_ceiling']:.0f} GFLOP/s (one process "
         f"{sweep['matmul_gflops_one_process']:.0f}, one per core "
@@ -551,3 +552,8 @@ def _print_sweep(sweep: dict[str, Any]) -> None:
         f"{sweep['wall_ratio_default_to_one_at_a_time']:.2f}; throughput default / plain "
         f"loop: {sweep['throughput_ratio_default_to_plain_loop']:.2f}"
     )
+
+
+def _grid(upsamplers: int, seeds: int) -> str:
+    """``2 upsamplers x 1 seed``: the mini-sweep's grid in words."""
+    return f"{upsamplers} upsamplers x {seeds} seed{'s' if seeds > 1 else ''}"

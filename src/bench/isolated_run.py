@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 
-def scratch_command(tmp: Path, *overrides: str, label: str = "bench") -> list[str]:
+def isolated_run_command(tmp: Path, *overrides: str, label: str = "bench") -> list[str]:
     """``python -m src.train overrides...`` whose MLflow store, checkpoints, reports and (for a
     ``--multirun``) sweep folder stay in ``tmp``, named by ``label``.
 
