@@ -441,7 +441,9 @@ def main(argv: list[str] | None = None) -> Path:
 def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """The command line, checked before any work (argparse's one-line errors, exit 2), and
     the upsamplers there are (one per file in conf/upsampler)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m src.bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--mode", choices=sorted(MODES), default="full")
     parser.add_argument(
         "--scaling",

@@ -174,7 +174,9 @@ def _stop(cluster: Cluster, user: str | None) -> None:
 
 def main() -> None:
     """Run a throw-away cluster until Ctrl-C or SIGTERM and print its URL."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m src.loadtest.postgres", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)

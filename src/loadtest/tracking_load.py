@@ -769,7 +769,9 @@ def _summary(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the load, print (and optionally save) the summary; 1 if anything lost."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m src.loadtest", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--uri", required=True, help="tracking URI, e.g. http://127.0.0.1:5000")
     parser.add_argument("--jobs", type=int, default=32, help="replayed runs at once (32)")
     parser.add_argument("--train", type=int, default=0, help="real training runs alongside (0)")

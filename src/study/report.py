@@ -675,7 +675,9 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m src.report [SWEEP_ID] [--uri URI] [--experiment NAME] [--margin fd=2 ...]``."""
     import os
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m src.report", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("sweep_id", nargs="?", help="sweep to report (default: the latest)")
     parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     parser.add_argument("--experiment", default="upsamplers")
