@@ -37,6 +37,10 @@ SERVER_ARGS ?=
 
 ALL_UPSAMPLERS := $(shell ls conf/upsampler | sed -n 's/\.yaml$$//p' | paste -sd, -)
 
+# Processes `make test` spreads the test files over (pytest-xdist, a file's tests stay together):
+# its real runs wait on process start-up and TensorFlow's import as much as on the 2 cores
+TEST_WORKERS ?= 2
+
 # Sweep to report with `make report` (default: the latest sweep in the store)
 SWEEP ?=
 
@@ -84,8 +88,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint  ## lint, then the test suite but the infrastructure tier (about 12 min on 2 cores)
-	$(PY) -m pytest -m "not infra"
+test: lint  ## lint, then the test suite but the infrastructure tier, in TEST_WORKERS processes (docs/testing.md)
+	$(PY) -m pytest -m "not infra" -n $(TEST_WORKERS) --dist loadfile
 
 test-infra: $(STAMP)  ## the infrastructure tier: real SLURM, PostgreSQL, server restarts, killed sweeps
 	$(PY) -m pytest -m infra
