@@ -167,16 +167,19 @@ def _migrated_client(uri: str) -> Any:
     other processes' migration races."""
     from mlflow.tracking import MlflowClient
 
-    for attempt in range(MIGRATION_ATTEMPTS):
+    def ready() -> Any:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # creates and migrates the store
+        return client
+
+    for attempt in range(MIGRATION_ATTEMPTS - 1):
         try:
-            client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)  # creates and migrates the store
-            return client
+            return ready()
         except Exception as error:
-            if attempt == MIGRATION_ATTEMPTS - 1 or not _migration_race(error):
+            if not _migration_race(error):
                 raise
             time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    return ready()  # the last attempt: its error is the one to report
 
 
 def _migration_race(error: BaseException) -> bool:
