@@ -125,17 +125,12 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def train_flops_per_image(settings: schema.Config) -> float:
     """FLOPs of one harness training step divided by its batch, from the traced graph."""
-    import tensorflow as tf
-
-    from src.evaluation.flops import profile_float_ops
+    from src.evaluation.flops import train_flops_per_image as traced_flops
     from src.models.gan import build_gan
 
     gan = build_gan(settings, 1)
     gan.build_optimizers()
-    batch = settings.train.batch_size
-    shape = (batch, settings.data.image_size, settings.data.image_size, 1)
-    traced = tf.function(gan.train_step).get_concrete_function(tf.TensorSpec(shape, tf.float32))
-    return profile_float_ops(traced.graph) / batch
+    return traced_flops(gan, settings.train.batch_size, settings.data.image_size)
 
 
 def throughput(

@@ -23,6 +23,10 @@ class ConfigError(ValueError):
     """A configuration value is out of range; the message is one line that says what to do."""
 
 
+# What a run's training budget can be counted in (src/run/budget.py); flops and seconds end a
+# run part-way through an epoch, with evaluations at eval.fractions equal shares of the budget.
+BUDGET_UNITS = ("epochs", "flops", "seconds")
+BUDGET_EXAMPLES = {"flops": "2.0e13", "seconds": 120}
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # safe in run names, folder names and filters
 
 
@@ -130,8 +134,12 @@ class DiscriminatorConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 10
+    budget_unit: str = "epochs"
+    budget: float | None = None
     batch_size: int = 128
     learning_rate: float = 2e-4
+    d_learning_rate: float = 2e-4
+    g_learning_rate: float = 2e-4
     beta_1: float = 0.5
     jit_compile: bool = False
     steps_per_execution: int = 16
@@ -142,10 +150,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
         _require(self.batch_size >= 1, f"train.batch_size={self.batch_size} must be >= 1")
-        _require(
-            0.0 < self.learning_rate < 1.0,
-            f"train.learning_rate={self.learning_rate} must be in (0, 1)",
-        )
+        for key in ("learning_rate", "d_learning_rate", "g_learning_rate"):
+            value = getattr(self, key)
+            _require(0.0 < value < 1.0, f"train.{key}={value} must be in (0, 1)")
+        self._check_budget()
         _require(0.0 <= self.beta_1 < 1.0, f"train.beta_1={self.beta_1} must be in [0, 1)")
         _require(self.steps_per_execution >= 1, "train.steps_per_execution must be >= 1")
         _require(
@@ -157,15 +165,35 @@ class TrainConfig:
             "train.verbose must be auto, 0, 1 or 2",
         )
 
+    def _check_budget(self) -> None:
+        _require(
+            self.budget_unit in BUDGET_UNITS,
+            f"train.budget_unit={self.budget_unit!r} is unknown; use one of {list(BUDGET_UNITS)}",
+        )
+        if self.budget_unit == "epochs":
+            _require(
+                self.budget is None,
+                f"train.budget={self.budget} needs train.budget_unit=flops or seconds "
+                "(an epochs budget is train.epochs)",
+            )
+            return
+        _require(
+            self.budget is not None and self.budget > 0,
+            f"train.budget_unit={self.budget_unit} needs a train.budget > 0 "
+            f"(e.g. train.budget={BUDGET_EXAMPLES[self.budget_unit]})",
+        )
+
 
 @dataclass
 class EvalConfig:
     every_epochs: int = 2
+    fractions: int = 5
     samples: int = 10_000
     seed: int = 2024
 
     def __post_init__(self) -> None:
         _require(self.every_epochs >= 1, f"eval.every_epochs={self.every_epochs} must be >= 1")
+        _require(self.fractions >= 1, f"eval.fractions={self.fractions} must be >= 1")
         _require(self.samples >= 10, f"eval.samples={self.samples} must be >= 10")
 
 

@@ -58,3 +58,16 @@ def epoch_batches(
         .prefetch(2)
         .with_options(options)
     )
+
+
+# Epochs of an endless stream: far more than any budget reaches, and free, as the range is lazy.
+ENDLESS_EPOCHS = 1 << 40
+
+
+def batches_from(images: np.ndarray, batch_size: int, seed: int, step: int) -> Any:
+    """An endless stream of the batches :func:`epoch_batches` yields, from batch ``step`` on
+    (counted from the first batch of epoch 0): a budgeted run that ends part-way through an
+    epoch continues, or resumes, exactly where it stopped."""
+    steps = steps_per_epoch(len(images), batch_size)
+    epoch, within = divmod(step, steps)
+    return epoch_batches(images, batch_size, seed, epoch, ENDLESS_EPOCHS).skip(within)

@@ -38,3 +38,14 @@ def count_flops(model: Any, batch_size: int = 1) -> int:
         tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     ).graph
     return profile_float_ops(graph)
+
+
+def train_flops_per_image(gan: Any, batch_size: int, image_size: int) -> float:
+    """FLOPs of one training step of ``gan`` (both networks' forward and backward passes and
+    both optimizer updates) divided by its batch, from the traced step; tracing runs nothing,
+    so the GAN's weights and random state are untouched."""
+    import tensorflow as tf
+
+    shape = (batch_size, image_size, image_size, 1)
+    traced = tf.function(gan.train_step).get_concrete_function(tf.TensorSpec(shape, tf.float32))
+    return profile_float_ops(traced.graph) / batch_size

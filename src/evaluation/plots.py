@@ -44,7 +44,7 @@ def spectrum_figure(
 
 @dataclass
 class Band:
-    """A line over epochs with a shaded band (``low`` to ``high``) around it."""
+    """A line over epochs (or compute) with a shaded band (``low`` to ``high``) around it."""
 
     label: str
     steps: Sequence[float]
@@ -53,9 +53,11 @@ class Band:
     high: Sequence[float] | None = None
 
 
-def band_panels(panels: Mapping[str, Sequence[Band]], path: Path, zero_line: bool = False) -> None:
-    """One panel per title side by side, each with its lines and bands, epochs on x, saved to
-    ``path`` (a horizontal line at 0 where differences are drawn)."""
+def band_panels(
+    panels: Mapping[str, Sequence[Band]], path: Path, zero_line: bool = False, x: str = "epoch"
+) -> None:
+    """One panel per title side by side, each with its lines and bands, ``x`` (epochs unless
+    said) on x, saved to ``path`` (a horizontal line at 0 where differences are drawn)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for axis, (title, bands) in zip(axes[0], panels.items(), strict=True):
@@ -66,7 +68,7 @@ def band_panels(panels: Mapping[str, Sequence[Band]], path: Path, zero_line: boo
         if zero_line:
             axis.axhline(0.0, color="k", linewidth=0.8)
         axis.set_title(title)
-        axis.set_xlabel("epoch")
+        axis.set_xlabel(x)
         axis.grid(alpha=0.3)
         axis.legend()
     save(fig, path)

@@ -110,9 +110,10 @@ class GAN(keras.Model):
 def build_gan(settings: Any, steps_per_epoch: int) -> GAN:
     """Both networks from the config, wrapped and compiled as every harness run trains them.
 
-    ``settings`` is a validated ``src.config.schema.Config``; Adam(learning_rate, beta_1) for each
-    network, XLA per ``train.jit_compile``, and ``train.steps_per_execution`` rounded down to a
-    divisor of ``steps_per_epoch`` (see ``src.data.batches.execution_steps``).
+    ``settings`` is a validated ``src.config.schema.Config``; Adam(d_learning_rate, beta_1) for
+    the discriminator and Adam(g_learning_rate, beta_1) for the generator, XLA per
+    ``train.jit_compile``, and ``train.steps_per_execution`` rounded down to a divisor of
+    ``steps_per_epoch`` (see ``src.data.batches.execution_steps``).
 
     Seeded with ``settings.seed`` first: runs of two variants with the same seed start from the
     same Dense weights (built before the upsampling block) and draw the same latents, which is
@@ -129,8 +130,8 @@ def build_gan(settings: Any, steps_per_epoch: int) -> GAN:
     )
     train = settings.train
     gan.compile(
-        d_optimizer=keras.optimizers.Adam(train.learning_rate, train.beta_1),
-        g_optimizer=keras.optimizers.Adam(train.learning_rate, train.beta_1),
+        d_optimizer=keras.optimizers.Adam(train.d_learning_rate, train.beta_1),
+        g_optimizer=keras.optimizers.Adam(train.g_learning_rate, train.beta_1),
         jit_compile=train.jit_compile,
         steps_per_execution=execution_steps(steps_per_epoch, train.steps_per_execution),
     )

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from src.evaluation.sample_grid import sample_grid
+from src.run.budget import Budget
 from src.run.checkpoint import Checkpoint, State
 from src.tracking.naming import sectioned
 
@@ -26,13 +27,12 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     a placeholder, and it has no notion of sample grids.
     """
 
-    def __init__(
-        self, run: Any, latents: np.ndarray, images_per_epoch: int, zoom: int, columns: int = 0
-    ):
+    def __init__(self, run: Any, latents: np.ndarray, batch_size: int, zoom: int, columns: int = 0):
         super().__init__()
         self.run = run
         self.latents = latents
-        self.images_per_epoch = images_per_epoch
+        self.batch_size = batch_size
+        self.first_step = 0  # the generator optimizer's step count when the epoch began
         self.zoom = zoom
         self.columns = columns or None
         self.started = 0.0
@@ -45,13 +45,16 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.run.log_image(grid, key="samples", step=step)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.first_step = int(self.model.g_optimizer.iterations)
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         seconds = self.last_seconds = time.perf_counter() - self.started
+        # counted, not assumed: a budgeted round ends part of the way through a pass
+        images = (int(self.model.g_optimizer.iterations) - self.first_step) * self.batch_size
         metrics = {key: float(value) for key, value in (logs or {}).items()}
         metrics["epoch_seconds"] = seconds
-        metrics["images_per_second"] = self.images_per_epoch / seconds
+        metrics["images_per_second"] = images / seconds
         self.run.log_metrics(sectioned(metrics), step=epoch + 1)
         self.log_samples(step=epoch + 1)
 
@@ -79,16 +82,19 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the GAN's full state after every epoch whose numbers are all finite."""
+    """Saves the GAN's full state, and the training seconds ``meter`` has counted, after every
+    epoch whose numbers are all finite."""
 
-    def __init__(self, checkpoint: Checkpoint, run_id: str):
+    def __init__(self, checkpoint: Checkpoint, run_id: str, meter: Any):
         super().__init__()
         self.checkpoint = checkpoint
         self.run_id = run_id
+        self.meter = meter
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if all_finite(logs):
-            self.checkpoint.save(self.model, State(run_id=self.run_id, epoch=epoch + 1))
+            state = State(run_id=self.run_id, epoch=epoch + 1, seconds=self.meter.seconds)
+            self.checkpoint.save(self.model, state)
 
 
 class QualityEvaluator(keras.callbacks.Callback):
@@ -182,3 +188,55 @@ class EpochLine(keras.callbacks.Callback):
                 self.name, done, self.epochs, logs or {}, evaluated, self.logger.last_seconds
             )
         )
+
+
+class ComputeMeter(keras.callbacks.Callback):
+    """Counts what training has spent and logs it (``compute/images``, ``compute/flops``,
+    ``compute/seconds``) after each round, at step = rounds done; in a FLOPs or seconds budget
+    it ends each round at its share of the budget.
+
+    Images and FLOPs come from the generator optimizer's step counter, so they survive a resume
+    with the weights; seconds are training time only (no evaluation, logging or checkpoints),
+    restored from the checkpoint. It checks after every compiled call (``steps_per_execution``
+    batches), so a round overshoots its share by less than one call.
+    """
+
+    def __init__(
+        self, run: Any, budget: Budget, batch_size: int, flops_per_image: float, seconds: float
+    ):
+        super().__init__()
+        self.run = run
+        self.budget = budget
+        self.batch_size = batch_size
+        self.flops_per_image = flops_per_image
+        self.seconds = seconds  # training seconds of the finished rounds
+        self.started = 0.0
+        self.target: float | None = None
+
+    def spent(self, seconds: float | None = None) -> dict[str, float]:
+        """Images, FLOPs and seconds of training so far (``seconds``: this instant's count)."""
+        images = int(self.model.g_optimizer.iterations) * self.batch_size
+        return {
+            "images": float(images),
+            "flops": images * self.flops_per_image,
+            "seconds": self.seconds if seconds is None else seconds,
+        }
+
+    def log(self, step: int) -> None:
+        """Log what has been spent at ``step``."""
+        self.run.log_metrics(sectioned(self.spent()), step=step)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.target = self.budget.share(epoch)
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.target is None:
+            return
+        now = self.seconds + time.perf_counter() - self.started
+        if self.spent(now)[self.budget.unit] >= self.target:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds += time.perf_counter() - self.started
+        self.log(step=epoch + 1)

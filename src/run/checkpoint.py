@@ -41,8 +41,9 @@ class State:
     """What a checkpoint records besides the weights."""
 
     run_id: str
-    epoch: int  # completed epochs
+    epoch: int  # completed epochs (rounds of a FLOPs or seconds budget)
     finished: bool = False
+    seconds: float = 0.0  # training seconds spent by then (src/run/budget.py)
 
 
 class Checkpoint:

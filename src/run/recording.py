@@ -108,12 +108,13 @@ def identity_tags(settings: schema.Config, data: Any, classifier: Any, folder: P
     }
 
 
-def size_tags(generator: Any, discriminator: Any, images: int) -> dict[str, int]:
-    """Parameter counts, the generator's FLOPs per image and the training images."""
+def size_tags(generator: Any, discriminator: Any, images: int, train_flops: float) -> dict:
+    """Parameter counts, the generator's FLOPs per image, the training images and the training
+    FLOPs per image (``train_flops``, what the compute axis counts)."""
     from src.evaluation.flops import count_flops
 
     sizes = (generator.count_params(), discriminator.count_params(), count_flops(generator))
-    return dict(zip(naming.SIZE_TAGS, (*sizes, images), strict=True))
+    return dict(zip(naming.SIZE_TAGS, (*sizes, images, round(train_flops)), strict=True))
 
 
 def digest(images: Any) -> str:
@@ -127,6 +128,7 @@ def log_generator_model(run: Any, generator: Any, settings: schema.Config) -> No
     """The generator as an MLflow model, with its size attached."""
     from src.evaluation.flops import count_flops
     from src.models.networks import with_keras_leaky_relu
+    from src.run.budget import budget_of
 
     example = latents(settings.tracking.sample_seed, 4, settings.generator.latent_dim)
     sizes = {"parameters": generator.count_params(), "flops_per_image": count_flops(generator)}
@@ -134,7 +136,7 @@ def log_generator_model(run: Any, generator: Any, settings: schema.Config) -> No
         with_keras_leaky_relu(generator),
         "generator",
         example,
-        settings.train.epochs,
+        budget_of(settings).rounds,
         sizes,
         model_requirements(),
     )

@@ -21,6 +21,7 @@ from src.config import resources, schema
 from src.core import messages, signals
 from src.data.mnist import DataError
 from src.run import recording, shared_inputs
+from src.run.budget import Budget, budget_of
 from src.run.checkpoint import Checkpoint, State, run_key
 from src.run.description import dataset_name, run_description
 from src.tracking import naming, store
@@ -58,6 +59,7 @@ class Loop:
     logger: Any
     stopper: Any
     evaluator: Any
+    meter: Any  # src.run.budget.ComputeMeter: the compute spent, and the budget's stops
     callbacks: list[Any]
 
 
@@ -92,14 +94,14 @@ def train(
     images = data.x_train[: settings.data.limit]
     # Before the run's own seeding: the classifier seeds itself when it has to be trained.
     classifier, reference = shared_inputs.classifier_and_reference(data, settings)
-    gan, steps = _build(settings, len(images))
-    tags = partial(_new_run_tags, job, data, classifier, reference, gan, len(images))
+    gan, steps, flops_per_image = _build(settings, len(images))
+    tags = partial(_new_run_tags, job, data, classifier, reference, gan, flops_per_image)
     run, first_epoch = _open_run(job, gan, experiment_id, sweep_id, tags)
     if on_run_open is not None:
         on_run_open(run.run_id)
     dataset = dataset_name(settings, len(images), len(data.x_train))
     describe = partial(run_description, settings, job.name, sweep_id, dataset, len(images))
-    loop = _loop(job, run, gan, steps, classifier, reference, progress)
+    loop = _loop(job, run, gan, flops_per_image, classifier, reference, progress)
     started = time.perf_counter()
     with ended_run(run, job):
         if first_epoch == 0:
@@ -107,12 +109,14 @@ def train(
             run.log_dataset(images, dataset, recording.digest(images), Path(data.source))
             run.describe(describe())
             loop.logger.log_samples(step=0)
+            loop.meter.log(step=0)
             loop.evaluator.evaluate(step=0)
         history = _fit(gan, images, steps, first_epoch, job, loop)
         seconds = time.perf_counter() - started
         _record_end(run, job, gan, loop, seconds)
         run.describe(describe({**loop.evaluator.latest, "seconds": seconds}))
-    return _finished(job, run.run_id, experiment_id, seconds, history.history, loop)
+    losses = history.history if history is not None else {}  # None: no round was left to run
+    return _finished(job, run.run_id, experiment_id, seconds, losses, loop)
 
 
 def _finished(
@@ -143,10 +147,11 @@ def checked_job(cfg: DictConfig) -> Job:
     return Job(cfg, settings, resolved, name, uri, outage_seconds, checkpoint, state)
 
 
-def _build(settings: schema.Config, images: int) -> tuple[Any, int]:
-    """The seeded GAN with both optimizers built (a checkpoint restores their state only then)
-    and the steps of an epoch."""
+def _build(settings: schema.Config, images: int) -> tuple[Any, int, float]:
+    """The seeded GAN with both optimizers built (a checkpoint restores their state only then),
+    the steps of an epoch and the training FLOPs per image."""
     from src.data.batches import steps_per_epoch
+    from src.evaluation.flops import train_flops_per_image
     from src.models.gan import build_gan
 
     if settings.train.deterministic:
@@ -156,7 +161,8 @@ def _build(settings: schema.Config, images: int) -> tuple[Any, int]:
     steps = steps_per_epoch(images, settings.train.batch_size)
     gan = build_gan(settings, steps)  # seeds Python, NumPy and Keras with settings.seed
     gan.build_optimizers()
-    return gan, steps
+    flops = train_flops_per_image(gan, settings.train.batch_size, settings.data.image_size)
+    return gan, steps, flops
 
 
 def _open_run(
@@ -182,13 +188,16 @@ def _open_run(
 
 
 def _new_run_tags(
-    job: Job, data: Any, classifier: Any, reference: Any, gan: Any, images: int
+    job: Job, data: Any, classifier: Any, reference: Any, gan: Any, flops_per_image: float
 ) -> dict[str, Any]:
-    """A new run's tags: what it is and ran on, what real data scores, and its size."""
+    """A new run's tags: what it is and ran on, what real data scores, its size and budget."""
+    images = len(data.x_train[: job.settings.data.limit])
+    budget = budget_of(job.settings)
     return {
         **recording.identity_tags(job.settings, data, classifier, job.checkpoint.folder),
         **naming.real_tags(reference.summary),
-        **recording.size_tags(gan.generator, gan.discriminator, images),
+        **recording.size_tags(gan.generator, gan.discriminator, images, flops_per_image),
+        "budget": f"{budget.amount:g} {budget.unit}",
     }
 
 
@@ -196,14 +205,16 @@ def _loop(
     job: Job,
     run: Any,
     gan: Any,
-    steps: int,
+    flops_per_image: float,
     classifier: Any,
     reference: Any,
     progress: TextIO | None,
 ) -> Loop:
-    """The run's callbacks: MLflow logging, divergence stop, quality evaluation, checkpoints,
-    and the sweep terminal's epoch line when ``progress`` is given."""
+    """The run's callbacks: the compute meter first (so that its seconds leave out the others'
+    work), MLflow logging, divergence stop, quality evaluation, checkpoints, and the sweep
+    terminal's epoch line when ``progress`` is given."""
     from src.run.callbacks import (
+        ComputeMeter,
         EpochCheckpoint,
         EpochLine,
         MlflowEpochLogger,
@@ -212,11 +223,14 @@ def _loop(
     )
 
     settings, track = job.settings, job.settings.tracking
+    budget = budget_of(settings)
     latent_dim = settings.generator.latent_dim
+    seconds = job.state.seconds if job.state is not None else 0.0
+    meter = ComputeMeter(run, budget, settings.train.batch_size, flops_per_image, seconds)
     logger = MlflowEpochLogger(
         run,
         recording.latents(track.sample_seed, track.sample_count, latent_dim),
-        steps * settings.train.batch_size,
+        settings.train.batch_size,
         track.sample_zoom,
         track.sample_columns,
     )
@@ -225,24 +239,37 @@ def _loop(
         classifier,
         reference,
         recording.latents(settings.eval.seed, settings.eval.samples, latent_dim),
-        settings.eval.every_epochs,
-        settings.train.epochs,
+        settings.eval.every_epochs if budget.unit == "epochs" else 1,
+        budget.rounds,
     )
-    logger.set_model(gan)
-    evaluator.set_model(gan)
+    for callback in (meter, logger, evaluator):
+        callback.set_model(gan)
     stopper = StopOnDivergence()
-    callbacks = [logger, stopper, evaluator, EpochCheckpoint(job.checkpoint, run.run_id)]
+    checkpoint = EpochCheckpoint(job.checkpoint, run.run_id, meter)
+    callbacks = [meter, logger, stopper, evaluator, checkpoint]
     if progress is not None:
-        callbacks.append(EpochLine(progress, job.name, settings.train.epochs, logger, evaluator))
-    return Loop(logger, stopper, evaluator, callbacks)
+        callbacks.append(EpochLine(progress, job.name, budget.rounds, logger, evaluator))
+    return Loop(logger, stopper, evaluator, meter, callbacks)
 
 
 def _fit(gan: Any, images: Any, steps: int, first_epoch: int, job: Job, loop: Loop) -> Any:
-    """Train from ``first_epoch`` to ``train.epochs``; a diverged run raises."""
+    """Train from ``first_epoch`` to the end of the budget; a diverged run raises."""
+    budget = budget_of(job.settings)
+    if budget.unit == "epochs":
+        history = _fit_epochs(gan, images, steps, first_epoch, job, loop)
+    else:
+        history = _fit_rounds(gan, images, budget, first_epoch, job, loop)
+    if loop.stopper.diverged:
+        raise TrainingDiverged(f"{job.name} diverged: {loop.stopper.diverged}")
+    return history
+
+
+def _fit_epochs(gan: Any, images: Any, steps: int, first_epoch: int, job: Job, loop: Loop) -> Any:
+    """Train from epoch ``first_epoch`` to ``train.epochs`` in one ``fit``."""
     from src.data.batches import epoch_batches
 
     settings, train = job.settings, job.settings.train
-    history = gan.fit(
+    return gan.fit(
         epoch_batches(images, train.batch_size, settings.seed, first_epoch, train.epochs),
         epochs=train.epochs,
         initial_epoch=first_epoch,
@@ -251,8 +278,30 @@ def _fit(gan: Any, images: Any, steps: int, first_epoch: int, job: Job, loop: Lo
         callbacks=loop.callbacks,
         verbose=_verbosity(train.verbose),
     )
-    if loop.stopper.diverged:
-        raise TrainingDiverged(f"{job.name} diverged: {loop.stopper.diverged}")
+
+
+def _fit_rounds(
+    gan: Any, images: Any, budget: Budget, first_round: int, job: Job, loop: Loop
+) -> Any:
+    """Train a FLOPs or seconds budget round by round: one ``fit`` per round, on the batch
+    stream from where the last round stopped, each ended by the meter at its share."""
+    from src.data.batches import ENDLESS_EPOCHS, batches_from
+
+    settings, train = job.settings, job.settings.train
+    history = None
+    for index in range(first_round, budget.rounds):
+        done = int(gan.g_optimizer.iterations)
+        history = gan.fit(
+            batches_from(images, train.batch_size, settings.seed, done),
+            epochs=index + 1,
+            initial_epoch=index,
+            steps_per_epoch=ENDLESS_EPOCHS,  # the meter ends the round
+            shuffle=False,
+            callbacks=loop.callbacks,
+            verbose=_verbosity(train.verbose),
+        )
+        if loop.stopper.diverged:
+            break
     return history
 
 
@@ -265,7 +314,8 @@ def _record_end(run: Any, job: Job, gan: Any, loop: Loop, seconds: float) -> Non
     hydra_dir = output_dir / ".hydra"
     if hydra_dir.is_dir():
         run.log_artifact(hydra_dir, "hydra")
-    run.log_metrics(naming.sectioned({"train_seconds": seconds}), step=job.settings.train.epochs)
+    step = budget_of(job.settings).rounds
+    run.log_metrics(naming.sectioned({"train_seconds": seconds}), step=step)
 
 
 @contextmanager
@@ -295,8 +345,14 @@ def ended_run(run: Any, job: Job) -> Iterator[None]:
         run.end("FAILED")
         raise
     run.end("FINISHED")
-    epochs = job.settings.train.epochs
-    job.checkpoint.write_state(State(run_id=run.run_id, epoch=epochs, finished=True))
+    rounds, seconds = budget_of(job.settings).rounds, _seconds_spent(job.checkpoint)
+    job.checkpoint.write_state(State(run.run_id, rounds, finished=True, seconds=seconds))
+
+
+def _seconds_spent(checkpoint: Checkpoint) -> float:
+    """The training seconds its checkpoint recorded (kept when the run is marked finished)."""
+    state = checkpoint.read()
+    return state.seconds if state is not None else 0.0
 
 
 def _epochs_done(checkpoint: Checkpoint) -> int:

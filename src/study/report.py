@@ -31,7 +31,7 @@ import numpy as np
 from src.config.schema import ConfigError, MarginConfig
 from src.core.files import project_root
 from src.evaluation.plots import Band, band_panels, pyplot, save, spectrum_figure
-from src.study import stats
+from src.study import budgets, stats
 from src.tracking import store
 from src.tracking.naming import metric
 
@@ -166,6 +166,8 @@ class Comparison:
 
 
 Training = dict[str, dict[int, list[Comparison]]]  # pair metric -> epoch -> comparisons
+# axis -> (its budget, the comparisons at it) for each pair metric
+Compute = dict[str, list[tuple[budgets.EqualBudget, list[Comparison]]]]
 
 
 def compare_pairs(runs: Any, margins: dict[str, float | None] | None = None) -> list[Comparison]:
@@ -227,6 +229,48 @@ def over_training(
             if len(values) >= 2
         }
     return found
+
+
+def at_equal_compute(
+    client: Any, runs: Any, margins: dict[str, float | None] | None = None
+) -> tuple[Compute, dict[str, list[budgets.Curve]]]:
+    """The same comparisons at equal training FLOPs and at equal training seconds
+    (src/study/budgets.py), and the FD curves they were read from."""
+    finished = runs[runs["status"] == "FINISHED"]
+    found = {key: budgets.curves(client, finished, key) for key in PAIR_METRICS}
+    compared: Compute = {}
+    for axis in budgets.AXES:
+        for key in PAIR_METRICS:
+            budget = budgets.at_equal(found[key], axis)
+            if budget is not None:
+                pairs = compare_family(key, budget.values, (margins or {}).get(key))
+                compared.setdefault(axis, []).append((budget, pairs))
+    return compared, found["fd"]
+
+
+def _compute_tables(compute: Compute) -> list[str]:
+    """Per axis, its budget, what each upsampler spent there, and the comparisons at it."""
+    if not compute:
+        return []
+    lines = [
+        "",
+        "## At equal compute (first minus second)",
+        "",
+        "The comparisons above, at the training FLOPs and at the training seconds that every "
+        f"upsampler reached; a run counts at its last evaluation within {budgets.SLACK:.0%} "
+        "of the budget. Seconds are training time only, on this sweep's machine and load.",
+    ]
+    for axis, entries in compute.items():
+        budget = entries[0][0]
+        lines += [
+            "",
+            f"### At equal {budgets.AXES[axis]}",
+            "",
+            f"Budget: {budgets.describe(budget)}.",
+        ]
+        lines += [f"- {note}" for note in budget.notes()]
+        lines += ["", *_pair_rows([c for _, pairs in entries for c in pairs])]
+    return lines
 
 
 def _by_seed(finished: Any, upsampler: str, key: str) -> list[tuple[int, float]]:
@@ -366,6 +410,7 @@ def render_markdown(
     figures: dict,
     image_url: Callable[[str], str] = str,
     training: Training | None = None,
+    compute: Compute | None = None,
 ) -> str:
     """The report's Markdown: table, pairwise sentences, failed runs, figures (each linked as
     ``image_url(file name)``)."""
@@ -380,6 +425,7 @@ def render_markdown(
     if max((row["finished"] for row in rows), default=0) < 2:
         lines += ["**Intervals unavailable: fewer than 2 finished seeds per upsampler.**", ""]
     lines += _metric_table(rows) + _robust_table(rows) + _pair_table(pairs)
+    lines += _compute_tables(compute or {})
     lines += _training_tables(training or {}) + _unfinished(runs)
     lines += ["", "## Figures", ""]
     for title, name in figures.items():
@@ -445,6 +491,12 @@ def _pair_table(pairs: list) -> list[str]:
     """Every pair's difference, intervals, probability of improvement, tests and verdict."""
     if not pairs:
         return []
+    lines = ["", "## Pairwise differences (first minus second)", "", *PAIR_INTRO, ""]
+    return lines + _pair_rows(pairs)
+
+
+def _pair_rows(pairs: list) -> list[str]:
+    """The table of :func:`_pair_table`, one row per comparison."""
     header = [
         "pair",
         "metric",
@@ -456,15 +508,7 @@ def _pair_table(pairs: list) -> list[str]:
         "TOST p",
         "verdict",
     ]
-    lines = [
-        "",
-        "## Pairwise differences (first minus second)",
-        "",
-        *PAIR_INTRO,
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for pair in pairs:
         diff = pair.difference
         cells = [
@@ -628,9 +672,14 @@ def _build_report(
     training = over_training(client, runs, margins)
     if _plot_differences(training, folder / "differences.png"):
         figures["Pairwise differences over epochs"] = "differences.png"
+    compute, fd_curves = at_equal_compute(client, runs, margins)
+    if budgets.plot_over_seconds(fd_curves, "fd", folder / "fd_seconds.png"):
+        figures["FD against training seconds"] = "fd_seconds.png"
     rows = summarize(runs)
     pairs = compare_pairs(runs, margins)
-    markdown = render_markdown(sweep_id, runs, rows, pairs, figures, training=training)
+    markdown = render_markdown(
+        sweep_id, runs, rows, pairs, figures, training=training, compute=compute
+    )
     (folder / "report.md").write_text(markdown)
     (folder / "table.json").write_text(json.dumps(_table_json(rows), indent=2))
     experiment_id = runs["experiment_id"].iloc[0]
@@ -639,7 +688,7 @@ def _build_report(
     )
     run.log_artifact(folder)
     served = render_markdown(
-        sweep_id, runs, rows, pairs, figures, _artifact_url(run.run_id), training
+        sweep_id, runs, rows, pairs, figures, _artifact_url(run.run_id), training, compute
     )
     run.describe(_fit_tag(served, "the whole report is the artifact report.md"))
     run.end("FINISHED")

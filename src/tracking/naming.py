@@ -21,13 +21,21 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "classes": ("class_coverage", "class_kl", "classifier_score", "confidence"),
     "artifacts": ("checkerboard", "spectrum_error"),
     "speed": ("epoch_seconds", "images_per_second", "train_seconds"),
+    # training spent so far (src/run/budget.py): the axes runs are compared along
+    "compute": ("images", "flops", "seconds"),
 }
 # What every epoch logs (src/run/callbacks.py); quality metrics only at evaluations.
 EPOCH_NAMES = (*SECTIONS["loss"], *SECTIONS["discriminator"], "epoch_seconds", "images_per_second")
 _SECTION_OF = {name: section for section, names in SECTIONS.items() for name in names}
 
 # Tags of constants, set once per run.
-SIZE_TAGS = ("generator_params", "discriminator_params", "generator_flops", "train_images")
+SIZE_TAGS = (
+    "generator_params",
+    "discriminator_params",
+    "generator_flops",
+    "train_images",
+    "train_flops_per_image",
+)
 REAL_PREFIX = "real."  # the real data's own values (src.evaluation.metrics.RealReference.summary)
 
 
