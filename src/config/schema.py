@@ -86,6 +86,7 @@ class DataConfig:
     path: str | None = None
     method: str = "area"
     image_size: int = 10
+    validation: int = 0
     limit: int | None = None
 
     def __post_init__(self) -> None:
@@ -99,6 +100,11 @@ class DataConfig:
         _require(
             self.limit is None or self.limit >= 1,
             f"data.limit={self.limit} must be a positive number of images (or null for all)",
+        )
+        _require(
+            0 <= self.validation < 50_000,
+            f"data.validation={self.validation} must be in [0, 50000): the training images "
+            "held out for scoring a search (0: score on the test split)",
         )
 
 
@@ -252,6 +258,18 @@ class SweepConfig:
 
 
 @dataclass
+class TuneConfig:
+    parent_run: str | None = None
+    trial: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            (self.parent_run is None) == (self.trial is None),
+            "tune.parent_run and tune.trial are set together, by make tune's sweeper",
+        )
+
+
+@dataclass
 class Config:
     upsampler: UpsamplerConfig = MISSING
     data: DataConfig = MISSING
@@ -263,6 +281,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     seed: int = 0
     resume: bool = False
 
@@ -297,6 +316,7 @@ NESTED_SCHEMAS: dict[str, type] = {
     "paths": PathsConfig,
     "report": ReportConfig,
     "sweep": SweepConfig,
+    "tune": TuneConfig,
 }
 
 

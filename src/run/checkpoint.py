@@ -19,7 +19,9 @@ from typing import Any
 from src.core.files import write_atomically
 
 # Keys that do not change what is trained: where things are written and how the run is driven.
-IGNORED_KEYS = ("paths", "resume", "sweep", "train.verbose")
+# A search trial's parent run and number too: the same configuration, asked again after an
+# interrupted search, continues the same checkpoint.
+IGNORED_KEYS = ("paths", "resume", "sweep", "train.verbose", "tune")
 STATE_FILE = "state.json"
 
 

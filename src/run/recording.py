@@ -19,7 +19,7 @@ VERSIONED_PACKAGES = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy")
 # few (docs/mlflow-ui.md). The run's config.yaml holds the whole config.
 LOGGED_PARAMS = ("seed", "train.threads")
 # Keys that say where to read or record, not what is trained: never params, even when set.
-NOT_PARAMS = ("paths", "tracking", "data.path", "resume", "sweep", "train.verbose")
+NOT_PARAMS = ("paths", "tracking", "data.path", "resume", "sweep", "train.verbose", "tune")
 
 
 def latents(seed: int, count: int, latent_dim: int) -> Any:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from src.data.mnist import Mnist10, load_mnist
 
 if TYPE_CHECKING:  # annotations only: importing them would load TensorFlow
@@ -24,16 +26,42 @@ def full_data(settings: Config) -> Mnist10:
     return load_mnist(replace(settings.data, limit=None), settings.paths.cache_dir)
 
 
+def training_images(data: Mnist10, settings: Config) -> np.ndarray:
+    """The images a run trains on: the training split less the ``data.validation`` images held
+    out at its end, then its first ``data.limit``."""
+    kept = len(data.x_train) - settings.data.validation
+    return data.x_train[:kept][: settings.data.limit]
+
+
+def scored_images(data: Mnist10, settings: Config) -> np.ndarray:
+    """The real images a run's samples are scored against: the ``data.validation`` images held
+    out of training when there are any (what a search may look at), else the test split (what
+    final numbers use, and nothing tunes on)."""
+    held = settings.data.validation
+    return data.x_train[len(data.x_train) - held :] if held else data.x_test
+
+
+def eval_split(settings: Config) -> str:
+    """The name of the split :func:`scored_images` returns, for the run's tags."""
+    return (
+        f"validation (last {settings.data.validation:,} training images)"
+        if (settings.data.validation)
+        else "test"
+    )
+
+
 def classifier_and_reference(
     data: Mnist10, settings: Config
 ) -> tuple[DigitClassifier, RealReference]:
-    """The digit classifier for ``data`` and the test split's reference statistics, from the
-    cache or built and cached now (TensorFlow is imported here)."""
+    """The digit classifier for ``data`` and the reference statistics of the images the run
+    is scored against (:func:`scored_images`), from the cache or built and cached now
+    (TensorFlow is imported here)."""
     from src.evaluation.classifier import load_or_train
     from src.evaluation.metrics import RealReference
 
     classifier = load_or_train(data, settings.paths.cache_dir, settings.data.method)
-    reference = RealReference.load_or_compute(classifier, data.x_test, settings.paths.cache_dir)
+    scored = scored_images(data, settings)
+    reference = RealReference.load_or_compute(classifier, scored, settings.paths.cache_dir)
     return classifier, reference
 
 

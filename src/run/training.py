@@ -91,7 +91,7 @@ def train(
     experiment_id = store.ensure_experiment(
         job.uri, tracking.experiment, tracking.artifact_location, tracking.lock_seconds
     )
-    images = data.x_train[: settings.data.limit]
+    images = shared_inputs.training_images(data, settings)
     # Before the run's own seeding: the classifier seeds itself when it has to be trained.
     classifier, reference = shared_inputs.classifier_and_reference(data, settings)
     gan, steps, flops_per_image = _build(settings, len(images))
@@ -191,14 +191,27 @@ def _new_run_tags(
     job: Job, data: Any, classifier: Any, reference: Any, gan: Any, flops_per_image: float
 ) -> dict[str, Any]:
     """A new run's tags: what it is and ran on, what real data scores, its size and budget."""
-    images = len(data.x_train[: job.settings.data.limit])
+    images = len(shared_inputs.training_images(data, job.settings))
     budget = budget_of(job.settings)
     return {
         **recording.identity_tags(job.settings, data, classifier, job.checkpoint.folder),
         **naming.real_tags(reference.summary),
         **recording.size_tags(gan.generator, gan.discriminator, images, flops_per_image),
         "budget": f"{budget.amount:g} {budget.unit}",
+        "eval_split": shared_inputs.eval_split(job.settings),
+        **_trial_tags(job.settings),
     }
+
+
+def _trial_tags(settings: schema.Config) -> dict[str, Any]:
+    """A search trial's run nests under its search's run in mlflow ui (MLflow's convention
+    for hyperparameter searches) and carries its trial number."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    tune = settings.tune
+    if tune.trial is None:
+        return {}
+    return {MLFLOW_PARENT_RUN_ID: tune.parent_run, "trial": tune.trial}
 
 
 def _loop(

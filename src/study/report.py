@@ -31,7 +31,7 @@ import numpy as np
 from src.config.schema import ConfigError, MarginConfig
 from src.core.files import project_root
 from src.evaluation.plots import Band, band_panels, pyplot, save, spectrum_figure
-from src.study import budgets, stats
+from src.study import budgets, search_report, stats
 from src.tracking import store
 from src.tracking.naming import metric
 
@@ -83,8 +83,9 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None) -> tuple[str, Any
             else f"tags.sweep_id = '{sweep_id}'",
             order_by=["attributes.start_time DESC"],
         )
-    if not runs.empty and f"tags.{REPORT_TAG}" in runs:
-        runs = runs[runs[f"tags.{REPORT_TAG}"].isna()]
+    for tag in (REPORT_TAG, search_report.TRIAL_TAG):  # compared: the training runs, not trials
+        if not runs.empty and f"tags.{tag}" in runs:
+            runs = runs[runs[f"tags.{tag}"].isna()]
     if runs.empty:
         which = f"sweep {sweep_id!r}" if sweep_id else "any sweep"
         raise ReportError(f"no runs of {which} in {uri} ({experiment}); run `make sweep` first")
@@ -411,6 +412,7 @@ def render_markdown(
     image_url: Callable[[str], str] = str,
     training: Training | None = None,
     compute: Compute | None = None,
+    search: list[str] | None = None,
 ) -> str:
     """The report's Markdown: table, pairwise sentences, failed runs, figures (each linked as
     ``image_url(file name)``)."""
@@ -425,7 +427,7 @@ def render_markdown(
     if max((row["finished"] for row in rows), default=0) < 2:
         lines += ["**Intervals unavailable: fewer than 2 finished seeds per upsampler.**", ""]
     lines += _metric_table(rows) + _robust_table(rows) + _pair_table(pairs)
-    lines += _compute_tables(compute or {})
+    lines += _compute_tables(compute or {}) + (search or [])
     lines += _training_tables(training or {}) + _unfinished(runs)
     lines += ["", "## Figures", ""]
     for title, name in figures.items():
@@ -675,20 +677,24 @@ def _build_report(
     compute, fd_curves = at_equal_compute(client, runs, margins)
     if budgets.plot_over_seconds(fd_curves, "fd", folder / "fd_seconds.png"):
         figures["FD against training seconds"] = "fd_seconds.png"
+    experiment_id = runs["experiment_id"].iloc[0]
+    trials = search_report.scores(search_report.load_trials(uri, sweep_id, experiment_id))
+    if search_report.plot_expected_best(trials, folder / "expected_best.png"):
+        figures["Expected best validation FD against search trials"] = "expected_best.png"
+    search = search_report.section(trials)
     rows = summarize(runs)
     pairs = compare_pairs(runs, margins)
     markdown = render_markdown(
-        sweep_id, runs, rows, pairs, figures, training=training, compute=compute
+        sweep_id, runs, rows, pairs, figures, training=training, compute=compute, search=search
     )
     (folder / "report.md").write_text(markdown)
     (folder / "table.json").write_text(json.dumps(_table_json(rows), indent=2))
-    experiment_id = runs["experiment_id"].iloc[0]
     run = store.start_run(
         uri, experiment_id, f"report-{sweep_id}", {"sweep_id": sweep_id, REPORT_TAG: "true"}
     )
     run.log_artifact(folder)
     served = render_markdown(
-        sweep_id, runs, rows, pairs, figures, _artifact_url(run.run_id), training, compute
+        sweep_id, runs, rows, pairs, figures, _artifact_url(run.run_id), training, compute, search
     )
     run.describe(_fit_tag(served, "the whole report is the artifact report.md"))
     run.end("FINISHED")

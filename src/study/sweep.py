@@ -73,6 +73,15 @@ def job_settings(
         OmegaConf.set_readonly(config.hydra, None)
 
 
+def planned_jobs(config: DictConfig, cells: int) -> int:
+    """The jobs a sweep of ``cells`` grid cells launches: one each, or with make tune's
+    sweeper (src/study/tuning.py) each cell's trials and final seeds."""
+    sweeper = config.hydra.sweeper
+    if "trials" not in sweeper:
+        return cells
+    return cells * (int(sweeper.trials) + len(sweeper.final_seeds))
+
+
 class SweepCallback(Callback):
     """Before the jobs: name the sweep, check every job's config, create the store and the
     experiment once (fresh sqlite stores race on schema creation under parallel jobs) and
@@ -121,10 +130,11 @@ class SweepCallback(Callback):
         sweep_job.on_interrupt(self.end_interrupted)
         self.previous_sigterm = signals.sigterm_as_interrupt()
         warm_pids = self._prepare(jobs, sweep_dir)
-        self.progress.start(len(jobs), launchers.workers(self.launcher) or len(jobs), warm_pids)
+        total = planned_jobs(config, len(jobs))
+        self.progress.start(total, launchers.workers(self.launcher) or total, warm_pids)
         threads = ",".join(map(str, sorted({job.train.threads for job in jobs})))
         print(
-            f"sweep {self.sweep_id}: {len(jobs)} jobs, {launchers.describe(self.launcher)}, "
+            f"sweep {self.sweep_id}: {total} jobs, {launchers.describe(self.launcher)}, "
             f"train.threads={threads} (0: all cores); "
             f"full logs in {sweep_dir}/<job>/{sweep_job.JOB_LOG}",
             flush=True,

@@ -58,5 +58,7 @@ def real_tags(summary: Mapping[str, float]) -> dict[str, str]:
 
 
 def run_name(settings: Any) -> str:
-    """Run names encode the variant and the seed: ``<upsampler>-s<seed>``."""
-    return f"{settings.upsampler.name}-s{settings.seed}"
+    """Run names encode the variant and the seed: ``<upsampler>-s<seed>``, and a search
+    trial's number: ``<upsampler>-s<seed>-t<trial>``."""
+    name = f"{settings.upsampler.name}-s{settings.seed}"
+    return name if settings.tune.trial is None else f"{name}-t{settings.tune.trial}"
