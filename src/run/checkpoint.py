@@ -25,7 +25,7 @@ IGNORED_KEYS = ("paths", "resume", "sweep", "train.verbose", "tune")
 STATE_FILE = "state.json"
 
 
-def run_key(run_name: str, config: dict[str, Any]) -> str:
+def run_key(name: str, config: dict[str, Any]) -> str:
     """``<run name>-<10 hex>``: the same config always maps to the same checkpoint folder."""
     config = json.loads(json.dumps(config))
     for dotted in IGNORED_KEYS:
@@ -35,7 +35,7 @@ def run_key(run_name: str, config: dict[str, Any]) -> str:
             node = node.get(parent, {})
         node.pop(leaf, None)
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    return f"{run_name}-{digest[:10]}"
+    return f"{name}-{digest[:10]}"
 
 
 @dataclass

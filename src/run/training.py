@@ -142,7 +142,9 @@ def checked_job(cfg: DictConfig) -> Job:
     outage_seconds = store.limit_outages(settings.tracking.outage_seconds)
     store.check_reachable(uri)
     name = naming.run_name(settings)
-    checkpoint = Checkpoint(Path(settings.paths.checkpoint_dir) / run_key(name, resolved))
+    # by what is trained, not by a search's trial number: a trial asked again resumes it
+    key = run_key(naming.config_name(settings), resolved)
+    checkpoint = Checkpoint(Path(settings.paths.checkpoint_dir) / key)
     state = checkpoint.read() if settings.resume else None
     return Job(cfg, settings, resolved, name, uri, outage_seconds, checkpoint, state)
 

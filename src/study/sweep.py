@@ -55,7 +55,7 @@ def job_settings(
 
     from src.config import schema
     from src.run.checkpoint import run_key
-    from src.tracking.naming import run_name
+    from src.tracking import naming
 
     # Defaults that depend on the launcher (train.threads) read the Hydra config: resolve them
     # against the multirun's, then put back what was there (as Hydra's own `--cfg` does).
@@ -67,7 +67,8 @@ def job_settings(
         settings = schema.to_settings(cfg)
         if not with_key:
             return settings
-        return settings, run_key(run_name(settings), OmegaConf.to_container(cfg, resolve=True))
+        key = run_key(naming.config_name(settings), OmegaConf.to_container(cfg, resolve=True))
+        return settings, key
     finally:
         instance.cfg = previous
         OmegaConf.set_readonly(config.hydra, None)

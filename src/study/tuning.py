@@ -36,6 +36,7 @@ from src.tracking.naming import metric
 
 JOURNAL = "optuna.journal"  # the searches' state, in the sweep folder
 SAMPLERS = ("random", "tpe")
+SLOTS = 1_000_003  # trial slots per sampler seed: seeds of two searches' slots never meet
 SEARCH_TAG = "search_sweep"  # on a search's parent run: the sweep it belongs to
 # What a final run adds: scored on the test split, with every training image.
 FINAL_OVERRIDES = ("data.validation=0",)
@@ -153,7 +154,7 @@ class TuneSweeper(Sweeper):
             optuna.storages.journal.JournalFileBackend(str(sweep_dir / JOURNAL))
         )
         study = optuna.create_study(
-            study_name=label, storage=storage, sampler=self._sampler(), load_if_exists=True
+            study_name=label, storage=storage, sampler=self._sampler(0), load_if_exists=True
         )
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
@@ -162,12 +163,12 @@ class TuneSweeper(Sweeper):
         parent = _parent_run(self._uri(), self.config, sweep_id, label, self._params())
         return Search(label, overrides, study, parent)
 
-    def _sampler(self) -> Any:
+    def _sampler(self, seed: int) -> Any:
         import optuna
 
         if self.sampler == "tpe":
-            return optuna.samplers.TPESampler(seed=self.sampler_seed)
-        return optuna.samplers.RandomSampler(seed=self.sampler_seed)
+            return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)
 
     def _params(self) -> dict[str, Any]:
         """The search's settings, as its parent run's params."""
@@ -190,8 +191,15 @@ class TuneSweeper(Sweeper):
         return batch
 
     def _ask(self, search: Search) -> Any:
+        """The search's next trial. The sampler is seeded by the trial's slot (trials so far,
+        those an interruption cut off not counted), so that a search continued in a new process
+        draws what it would have drawn without the interruption, and every upsampler draws the
+        same configuration in the same slot."""
         import optuna
 
+        failed = optuna.trial.TrialState.FAIL
+        slot = sum(t.state != failed for t in search.study.get_trials(deepcopy=False))
+        search.study.sampler = self._sampler(self.sampler_seed * SLOTS + slot)
         distributions = {
             key: optuna.distributions.FloatDistribution(
                 float(b["low"]), float(b["high"]), log=bool(b.get("log", False))
@@ -249,7 +257,9 @@ def _counted(study: Any) -> int:
     import optuna
 
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return len(done) + len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+    return len(done) + len(
+        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    )
 
 
 def _score(uri: str, job: JobReturn) -> float:

@@ -57,8 +57,13 @@ def real_tags(summary: Mapping[str, float]) -> dict[str, str]:
     }
 
 
+def config_name(settings: Any) -> str:
+    """``<upsampler>-s<seed>``: what a run trains, the start of its checkpoint's name."""
+    return f"{settings.upsampler.name}-s{settings.seed}"
+
+
 def run_name(settings: Any) -> str:
     """Run names encode the variant and the seed: ``<upsampler>-s<seed>``, and a search
     trial's number: ``<upsampler>-s<seed>-t<trial>``."""
-    name = f"{settings.upsampler.name}-s{settings.seed}"
+    name = config_name(settings)
     return name if settings.tune.trial is None else f"{name}-t{settings.tune.trial}"
