@@ -41,10 +41,16 @@ ALL_UPSAMPLERS := $(shell ls conf/upsampler | sed -n 's/\.yaml$$//p' | paste -sd
 # its real runs wait on process start-up and TensorFlow's import as much as on the 2 cores
 TEST_WORKERS ?= 2
 
+# make tune: trials per upsampler (the same for each) and the search's folder; the same command
+# again continues the search in that folder (docs/fair-comparison.md)
+TRIALS ?= 12
+TUNE_DIR ?= outputs/tune/$(subst $(comma),-,$(UPSAMPLERS))
+comma := ,
+
 # Sweep to report with `make report` (default: the latest sweep in the store)
 SWEEP ?=
 
-.PHONY: install python sweep sweep-all report bench bench-scaling train test test-fast test-infra lint format ui server clean
+.PHONY: install python sweep sweep-all tune report bench bench-scaling train test test-fast test-infra lint format ui server clean
 
 # Before every target that uses the venv (order-only: it never makes the install rerun by itself)
 python:  ## stop with one line when no supported Python is found or $(VENV) is of another Python
@@ -66,6 +72,10 @@ sweep: $(STAMP)  ## the default comparison: UPSAMPLERS x SEEDS, one MLflow run e
 
 sweep-all: $(STAMP)  ## every upsampler in conf/upsampler x SEEDS (experiments/all-upsamplers/STUDY.md)
 	$(PY) -m src.train --multirun upsampler=$(ALL_UPSAMPLERS) seed=$(SEEDS) $(LAUNCH) $(ARGS)
+
+tune: $(STAMP)  ## equal-budget search per upsampler (TRIALS each), then the best configs on fresh seeds
+	$(PY) -m src.train --multirun hydra/sweeper=tune upsampler=$(UPSAMPLERS) \
+		hydra.sweeper.trials=$(TRIALS) hydra.sweep.dir=$(CURDIR)/$(TUNE_DIR) $(LAUNCH) $(ARGS)
 
 report: $(STAMP)  ## the comparison report of SWEEP (default: the latest sweep)
 	$(PY) -m src.report $(SWEEP)

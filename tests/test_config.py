@@ -69,6 +69,13 @@ def test_wrong_type_is_rejected(make_cfg):
         ("data.limit=100", "train.batch_size=128 is larger than the 100 training images"),
         ("tracking.outage_seconds=0", "tracking.outage_seconds=0.0 must be in (0, 1080]"),
         ("sweep.id=a b", "sweep.id='a b' is not a sweep id"),
+        ("train.budget_unit=joules", "train.budget_unit='joules' is unknown"),
+        ("train.budget_unit=seconds", "train.budget_unit=seconds needs a train.budget > 0"),
+        ("train.budget=100", "train.budget=100.0 needs train.budget_unit=flops or seconds"),
+        ("train.g_learning_rate=1.5", "train.g_learning_rate=1.5 must be in (0, 1)"),
+        ("eval.fractions=0", "eval.fractions=0 must be >= 1"),
+        ("data.validation=60000", "data.validation=60000 must be in [0, 50000)"),
+        ("tune.trial=3", "tune.parent_run and tune.trial are set together"),
     ],
 )
 def test_out_of_range_values_are_rejected(make_cfg, override, fragment):
@@ -112,3 +119,30 @@ def test_outage_limit_becomes_mlflows_retry_schedule(seconds, schedule):
     from src.tracking.store import outage_schedule
 
     assert outage_schedule(seconds) == schedule
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("hydra.sweeper.space.train.beta_1.high=0", "low=0.0 must be below high=0.0"),
+        ("hydra.sweeper.sampler=grid", "hydra.sweeper.sampler='grid': use one of"),
+        ("hydra.sweeper.search=[train.epochs=0]", "a search trial's config"),
+    ],
+)
+def test_a_bad_search_is_refused_in_one_line_before_any_trial(tmp_path, override, fragment):
+    """make tune's sweeper checks its settings and a trial's config before the first trial;
+    nothing is trained (no run reaches the store)."""
+    store = tmp_path / "mlflow.db"
+    result = run_cli(
+        "--multirun",
+        "hydra/sweeper=tune",
+        "upsampler=nearest,transpose",
+        override,
+        f"tracking.uri=sqlite:///{store}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"paths.checkpoint_dir={tmp_path / 'ck'}",
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

@@ -20,7 +20,7 @@ from src.config import resources
 from src.core import messages, signals
 from src.run import sweep_job
 from src.run.sweep_progress import Progress
-from src.study import launchers
+from src.study import launchers, tuning
 from src.tracking import store
 from src.tracking.naming import metric
 
@@ -74,15 +74,6 @@ def job_settings(
         OmegaConf.set_readonly(config.hydra, None)
 
 
-def planned_jobs(config: DictConfig, cells: int) -> int:
-    """The jobs a sweep of ``cells`` grid cells launches: one each, or with make tune's
-    sweeper (src/study/tuning.py) each cell's trials and final seeds."""
-    sweeper = config.hydra.sweeper
-    if "trials" not in sweeper:
-        return cells
-    return cells * (int(sweeper.trials) + len(sweeper.final_seeds))
-
-
 class SweepCallback(Callback):
     """Before the jobs: name the sweep, check every job's config, create the store and the
     experiment once (fresh sqlite stores race on schema creation under parallel jobs) and
@@ -131,7 +122,7 @@ class SweepCallback(Callback):
         sweep_job.on_interrupt(self.end_interrupted)
         self.previous_sigterm = signals.sigterm_as_interrupt()
         warm_pids = self._prepare(jobs, sweep_dir)
-        total = planned_jobs(config, len(jobs))
+        total = tuning.planned_jobs(config.hydra.sweeper, len(jobs))
         self.progress.start(total, launchers.workers(self.launcher) or total, warm_pids)
         threads = ",".join(map(str, sorted({job.train.threads for job in jobs})))
         print(
@@ -150,6 +141,9 @@ class SweepCallback(Callback):
 
         jobs, keys = [], []
         every = job_overrides(config)
+        if tuning.is_search(config.hydra.sweeper):
+            tuning.check_search(config.hydra.sweeper)
+            self._check_trial(config, config_name, every[0])
         for number, overrides in enumerate(every):
             try:
                 settings, key = job_settings(config, config_name, overrides, with_key=True)
@@ -171,6 +165,17 @@ class SweepCallback(Callback):
         if self.report:
             schema.check_writable(self.reports_dir, "paths.reports_dir")
         return jobs, keys
+
+    def _check_trial(self, config: DictConfig, config_name: str | None, cell: list[str]) -> None:
+        """A search trial's config (src/study/tuning.py: trial_probe), in one line."""
+        from hydra.errors import HydraException
+
+        from src.config import schema
+
+        try:
+            job_settings(config, config_name, tuning.trial_probe(config.hydra.sweeper, cell))
+        except (schema.ConfigError, HydraException) as error:
+            raise schema.ConfigError(f"a search trial's config: {schema.one_line(error)}") from None
 
     def _identity(self, config: DictConfig, keys: list[str], marker: Path) -> str:
         """The sweep's id: ``sweep.id`` when given (the sweep to continue), else with

@@ -18,7 +18,6 @@ sweeper plugin is not used: its last release (1.3.0) pins optuna < 3.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig
 
-from src.config.schema import ConfigError, one_line
+from src.config.schema import ConfigError
 from src.core import messages
 from src.run.sweep_job import SWEEP_ID_FILE
 from src.study import launchers
@@ -50,6 +49,39 @@ class Search:
     overrides: list[str]
     study: Any
     parent_run: str
+
+
+def is_search(sweeper: Any) -> bool:
+    """Whether the sweep's sweeper is this one (``hydra/sweeper=tune``)."""
+    return str(sweeper.get("_target_", "")).endswith(".TuneSweeper")
+
+
+def planned_jobs(sweeper: Any, cells: int) -> int:
+    """The jobs a sweep of ``cells`` grid cells launches: one each, or with this sweeper
+    each cell's trials and final seeds."""
+    if not is_search(sweeper):
+        return cells
+    return cells * (int(sweeper.trials) + len(sweeper.final_seeds))
+
+
+def check_search(sweeper: Any) -> None:
+    """The search's settings, in one line each (raises ``ConfigError``)."""
+    if sweeper.trials < 1:
+        raise ConfigError(f"hydra.sweeper.trials={sweeper.trials} must be >= 1")
+    if sweeper.sampler not in SAMPLERS:
+        raise ConfigError(f"hydra.sweeper.sampler={sweeper.sampler!r}: use one of {SAMPLERS}")
+    if not sweeper.final_seeds:
+        raise ConfigError("hydra.sweeper.final_seeds is empty: the best configs need seeds")
+    check_space({key: dict(bounds) for key, bounds in sweeper.space.items()})
+
+
+def trial_probe(sweeper: Any, cell: list[str]) -> list[str]:
+    """A trial's overrides for ``cell`` at the middle of the space: what the sweep checks
+    before the first trial, so that a bad search override fails in one line, not in a job."""
+    middle = [
+        f"{key}={(float(b['low']) + float(b['high'])) / 2!r}" for key, b in sweeper.space.items()
+    ]
+    return [*cell, *sweeper.search, *middle]
 
 
 def check_space(space: dict[str, Any]) -> None:
@@ -99,10 +131,7 @@ class TuneSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
         """Search every cell with the same budget, then train each best configuration."""
         assert self.config is not None
-        try:
-            self._check(arguments)
-        except ConfigError as error:
-            sys.exit(f"error: {error}")
+        # checked with the sweep's jobs, before any work (src/study/sweep.py: _check_jobs)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_id = (sweep_dir / SWEEP_ID_FILE).read_text().strip()
         searches = [
@@ -116,29 +145,6 @@ class TuneSweeper(Sweeper):
             _close_parent(self._uri(), search)
         returns.append(self._launch_finals(searches))
         return returns
-
-    def _check(self, arguments: list[str]) -> None:
-        """The sweeper's settings, and a trial's config (the first cell with the search's
-        overrides, at the middle of the space), before any trial runs."""
-        from hydra.errors import HydraException
-
-        from src.study.sweep import job_settings
-
-        if self.trials < 1:
-            raise ConfigError(f"hydra.sweeper.trials={self.trials} must be >= 1")
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"hydra.sweeper.sampler={self.sampler!r}: use one of {SAMPLERS}")
-        if not self.final_seeds:
-            raise ConfigError("hydra.sweeper.final_seeds is empty: the best configs need seeds")
-        check_space(self.space)
-        middle = [
-            f"{key}={(float(b['low']) + float(b['high'])) / 2!r}" for key, b in self.space.items()
-        ]
-        overrides = [*_cells(arguments)[0][1], *self.search, *middle]
-        try:
-            job_settings(self.config, None, overrides)
-        except HydraException as error:
-            raise ConfigError(f"a search trial's config: {one_line(error)}") from None
 
     def _uri(self) -> str:
         assert self.config is not None
