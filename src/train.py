@@ -47,10 +47,13 @@ def _single_run(cfg: DictConfig) -> dict[str, Any]:
     except (*USER_ERRORS, TrainingDiverged) as error:
         sys.exit(f"error: {error}")
     if result["status"] == "FINISHED":
-        print(
-            f"{result['name']}: d_loss={result['d_loss']:.3f} g_loss={result['g_loss']:.3f} "
-            f"in {result['seconds']:.1f}s (run {result['run_id']})"
+        # no losses when a resume found every epoch trained, the run not yet marked finished
+        losses = (
+            f"d_loss={result['d_loss']:.3f} g_loss={result['g_loss']:.3f} "
+            if "d_loss" in result
+            else ""
         )
+        print(f"{result['name']}: {losses}in {result['seconds']:.1f}s (run {result['run_id']})")
         if result["link"]:
             print(f"{result['name']}: charts and samples at {result['link']} (make ui serves it)")
     return result

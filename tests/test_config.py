@@ -75,7 +75,7 @@ def test_wrong_type_is_rejected(make_cfg):
         ("train.g_learning_rate=1.5", "train.g_learning_rate=1.5 must be in (0, 1)"),
         ("eval.fractions=0", "eval.fractions=0 must be >= 1"),
         ("data.validation=60000", "data.validation=60000 must be in [0, 50000)"),
-        ("tune.trial=3", "tune.parent_run and tune.trial are set together"),
+        ("tune.trial=3", "tune.trial needs tune.parent_run"),
     ],
 )
 def test_out_of_range_values_are_rejected(make_cfg, override, fragment):

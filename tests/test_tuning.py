@@ -119,5 +119,5 @@ def test_the_best_configs_train_on_fresh_seeds_and_are_reported(search):
     (report,) = (tmp / "reports").glob("*/report.md")
     text = report.read_text()
     assert "## Hyperparameter search (validation FD)" in text
-    assert "| `nearest` | 3 | 0 |" in text and "| 3 | " in text
+    assert "| `upsampler=nearest` | 3 | 0 |" in text and "| 3 | " in text
     assert (report.parent / "expected_best.png").is_file()

@@ -264,8 +264,8 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         _require(
-            (self.parent_run is None) == (self.trial is None),
-            "tune.parent_run and tune.trial are set together, by make tune's sweeper",
+            self.trial is None or self.parent_run is not None,
+            "tune.trial needs tune.parent_run: both are set by make tune's sweeper",
         )
 
 

@@ -19,9 +19,10 @@ from typing import Any
 from src.core.files import write_atomically
 
 # Keys that do not change what is trained: where things are written and how the run is driven.
-# A search trial's parent run and number too: the same configuration, asked again after an
-# interrupted search, continues the same checkpoint.
-IGNORED_KEYS = ("paths", "resume", "sweep", "train.verbose", "tune")
+# A search trial's number too: the same configuration, asked again in the same search (the
+# same tune.parent_run) after an interruption, continues the same checkpoint; another search's
+# trials and finals have another parent run, so they never take over this one's runs.
+IGNORED_KEYS = ("paths", "resume", "sweep", "train.verbose", "tune.trial")
 STATE_FILE = "state.json"
 
 

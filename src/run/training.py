@@ -59,7 +59,7 @@ class Loop:
     logger: Any
     stopper: Any
     evaluator: Any
-    meter: Any  # src.run.budget.ComputeMeter: the compute spent, and the budget's stops
+    meter: Any  # src.run.callbacks.ComputeMeter: the compute spent, and the budget's stops
     callbacks: list[Any]
 
 
@@ -95,7 +95,9 @@ def train(
     # Before the run's own seeding: the classifier seeds itself when it has to be trained.
     classifier, reference = shared_inputs.classifier_and_reference(data, settings)
     gan, steps, flops_per_image = _build(settings, len(images))
-    tags = partial(_new_run_tags, job, data, classifier, reference, gan, flops_per_image)
+    tags = partial(
+        _new_run_tags, job, data, classifier, reference, gan, len(images), flops_per_image
+    )
     run, first_epoch = _open_run(job, gan, experiment_id, sweep_id, tags)
     if on_run_open is not None:
         on_run_open(run.run_id)
@@ -190,10 +192,15 @@ def _open_run(
 
 
 def _new_run_tags(
-    job: Job, data: Any, classifier: Any, reference: Any, gan: Any, flops_per_image: float
+    job: Job,
+    data: Any,
+    classifier: Any,
+    reference: Any,
+    gan: Any,
+    images: int,
+    flops_per_image: float,
 ) -> dict[str, Any]:
     """A new run's tags: what it is and ran on, what real data scores, its size and budget."""
-    images = len(shared_inputs.training_images(data, job.settings))
     budget = budget_of(job.settings)
     return {
         **recording.identity_tags(job.settings, data, classifier, job.checkpoint.folder),
@@ -213,7 +220,7 @@ def _trial_tags(settings: schema.Config) -> dict[str, Any]:
     tune = settings.tune
     if tune.trial is None:
         return {}
-    return {MLFLOW_PARENT_RUN_ID: tune.parent_run, "trial": tune.trial}
+    return {MLFLOW_PARENT_RUN_ID: tune.parent_run, naming.TRIAL_TAG: tune.trial}
 
 
 def _loop(
@@ -347,33 +354,27 @@ def ended_run(run: Any, job: Job) -> Iterator[None]:
         run.end("KILLED")
         if isinstance(error, SystemExit):
             raise
-        done = _epochs_done(job.checkpoint)
+        done = _recorded(job.checkpoint).epoch
         raise signals.Stopped(
             f"{job.name} KILLED after epoch {done}; the same command with resume=true continues it",
             error,
         ) from None
     except BaseException as error:
         if store.is_outage(error):
-            done = _epochs_done(job.checkpoint)
+            done = _recorded(job.checkpoint).epoch
             raise _outage(run, job.name, job.uri, job.outage_seconds, done) from None
         run.set_tag(store.FAILURE_TAG, f"{type(error).__name__}: {error}"[:5000])
         run.end("FAILED")
         raise
     run.end("FINISHED")
-    rounds, seconds = budget_of(job.settings).rounds, _seconds_spent(job.checkpoint)
+    rounds, seconds = budget_of(job.settings).rounds, _recorded(job.checkpoint).seconds
     job.checkpoint.write_state(State(run.run_id, rounds, finished=True, seconds=seconds))
 
 
-def _seconds_spent(checkpoint: Checkpoint) -> float:
-    """The training seconds its checkpoint recorded (kept when the run is marked finished)."""
-    state = checkpoint.read()
-    return state.seconds if state is not None else 0.0
-
-
-def _epochs_done(checkpoint: Checkpoint) -> int:
-    """The epochs of the run its checkpoint holds (what resume=true continues after)."""
-    state = checkpoint.read()
-    return state.epoch if state is not None else 0
+def _recorded(checkpoint: Checkpoint) -> State:
+    """What the run's checkpoint records: the epochs (rounds) resume=true continues after and
+    the training seconds spent by then; nothing done yet when there is no checkpoint."""
+    return checkpoint.read() or State(run_id="", epoch=0)
 
 
 def _outage(run: Any, name: str, uri: str, seconds: float, done: int) -> store.TrackingOutage:

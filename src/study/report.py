@@ -33,7 +33,7 @@ from src.core.files import project_root
 from src.evaluation.plots import Band, band_panels, pyplot, save, spectrum_figure
 from src.study import budgets, search_report, stats
 from src.tracking import store
-from src.tracking.naming import metric
+from src.tracking.naming import TRIAL_TAG, metric
 
 REPORT_TAG = "report"  # set on report runs, which share the sweep_id tag with training runs
 
@@ -83,7 +83,7 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None) -> tuple[str, Any
             else f"tags.sweep_id = '{sweep_id}'",
             order_by=["attributes.start_time DESC"],
         )
-    for tag in (REPORT_TAG, search_report.TRIAL_TAG):  # compared: the training runs, not trials
+    for tag in (REPORT_TAG, TRIAL_TAG):  # compared: the training runs, not a search's trials
         if not runs.empty and f"tags.{tag}" in runs:
             runs = runs[runs[f"tags.{tag}"].isna()]
     if runs.empty:
@@ -568,16 +568,16 @@ def _training_tables(training: Training) -> list[str]:
                 "",
                 "## Over training",
                 "",
-                "The same comparisons at each evaluated epoch (step 0: untrained): the "
-                "difference with its t 95% interval, and the winner where Holm's "
-                "adjusted test decides.",
+                "The same comparisons at each evaluated step: the epoch, or the round of a "
+                "FLOPs or seconds budget (step 0: untrained); the difference with its t 95% "
+                "interval, and the winner where Holm's adjusted test decides.",
                 "",
             ]
         header = [f"`{first}` - `{second}`" for first, second in pairs]
         lines += [
             f"{what}:",
             "",
-            "| epoch | " + " | ".join(header) + " |",
+            "| step | " + " | ".join(header) + " |",
             "|" + "---|" * (len(pairs) + 1),
         ]
         for step in by_step:
@@ -678,7 +678,7 @@ def _build_report(
     if budgets.plot_over_seconds(fd_curves, "fd", folder / "fd_seconds.png"):
         figures["FD against training seconds"] = "fd_seconds.png"
     experiment_id = runs["experiment_id"].iloc[0]
-    trials = search_report.scores(search_report.load_trials(uri, sweep_id, experiment_id))
+    trials = search_report.load_trials(uri, sweep_id, experiment_id)
     if search_report.plot_expected_best(trials, folder / "expected_best.png"):
         figures["Expected best validation FD against search trials"] = "expected_best.png"
     search = search_report.section(trials)

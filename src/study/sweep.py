@@ -20,7 +20,7 @@ from src.config import resources
 from src.core import messages, signals
 from src.run import sweep_job
 from src.run.sweep_progress import Progress
-from src.study import launchers, tuning
+from src.study import grid, launchers, tuning
 from src.tracking import store
 from src.tracking.naming import metric
 
@@ -32,16 +32,9 @@ _driver_lock: Any = None  # the sweep folder's lock while this process drives it
 def job_overrides(config: DictConfig) -> list[list[str]]:
     """Each job's overrides, in launch order, as Hydra's basic sweeper will split them: the
     sweeper's ``params`` from the config, then the command line's."""
-    # The sweeper's own splitting (a private module of hydra-core, pinned to 1.3.2), so the
-    # jobs counted and checked here are exactly the ones it launches.
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
-    arguments += [str(item) for item in config.hydra.overrides.task]
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return grid.split([*arguments, *(str(item) for item in config.hydra.overrides.task)])
 
 
 def job_settings(
@@ -167,15 +160,18 @@ class SweepCallback(Callback):
         return jobs, keys
 
     def _check_trial(self, config: DictConfig, config_name: str | None, cell: list[str]) -> None:
-        """A search trial's config (src/study/tuning.py: trial_probe), in one line."""
+        """A search trial's config at the space's corners and middle (src/study/tuning.py:
+        trial_probes), in one line."""
         from hydra.errors import HydraException
 
         from src.config import schema
 
-        try:
-            job_settings(config, config_name, tuning.trial_probe(config.hydra.sweeper, cell))
-        except (schema.ConfigError, HydraException) as error:
-            raise schema.ConfigError(f"a search trial's config: {schema.one_line(error)}") from None
+        for probe in tuning.trial_probes(config.hydra.sweeper, cell):
+            try:
+                job_settings(config, config_name, probe)
+            except (schema.ConfigError, HydraException) as error:
+                reason = schema.one_line(error)
+                raise schema.ConfigError(f"a search trial's config: {reason}") from None
 
     def _identity(self, config: DictConfig, keys: list[str], marker: Path) -> str:
         """The sweep's id: ``sweep.id`` when given (the sweep to continue), else with
@@ -317,7 +313,12 @@ class SweepCallback(Callback):
             )
             print(f"report: {path}")
         self._print_link()
-        unfinished = [run.info.run_name for run in runs if run.info.status != "FINISHED"]
+        # a search trial that diverged is an outcome of its configuration, not a failed job
+        unfinished = [
+            run.info.run_name
+            for run in runs
+            if run.info.status != "FINISHED" and not tuning.diverged_trial(run)
+        ]
         return unfinished + [n for n in self.progress.failed_jobs() if n not in unfinished]
 
     def _print_link(self) -> None:

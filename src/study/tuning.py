@@ -29,13 +29,14 @@ from omegaconf import DictConfig
 from src.config.schema import ConfigError
 from src.core import messages
 from src.run.sweep_job import SWEEP_ID_FILE
-from src.study import launchers
-from src.tracking import store
+from src.study import grid, launchers
+from src.tracking import naming, store
 from src.tracking.naming import metric
 
 JOURNAL = "optuna.journal"  # the searches' state, in the sweep folder
 SAMPLERS = ("random", "tpe")
 SLOTS = 1_000_003  # trial slots per sampler seed: seeds of two searches' slots never meet
+MAX_SAMPLER_SEED = (2**32 - 1) // SLOTS - 1  # NumPy seeds stop at 2**32 - 1
 SEARCH_TAG = "search_sweep"  # on a search's parent run: the sweep it belongs to
 # What a final run adds: scored on the test split, with every training image.
 FINAL_OVERRIDES = ("data.validation=0",)
@@ -66,6 +67,10 @@ def planned_jobs(sweeper: Any, cells: int) -> int:
 
 def check_search(sweeper: Any) -> None:
     """The search's settings, in one line each (raises ``ConfigError``)."""
+    if not 0 <= sweeper.sampler_seed <= MAX_SAMPLER_SEED:
+        raise ConfigError(
+            f"hydra.sweeper.sampler_seed={sweeper.sampler_seed} must be in [0, {MAX_SAMPLER_SEED}]"
+        )
     if sweeper.trials < 1:
         raise ConfigError(f"hydra.sweeper.trials={sweeper.trials} must be >= 1")
     if sweeper.sampler not in SAMPLERS:
@@ -75,13 +80,24 @@ def check_search(sweeper: Any) -> None:
     check_space({key: dict(bounds) for key, bounds in sweeper.space.items()})
 
 
-def trial_probe(sweeper: Any, cell: list[str]) -> list[str]:
-    """A trial's overrides for ``cell`` at the middle of the space: what the sweep checks
-    before the first trial, so that a bad search override fails in one line, not in a job."""
-    middle = [
-        f"{key}={(float(b['low']) + float(b['high'])) / 2!r}" for key, b in sweeper.space.items()
-    ]
-    return [*cell, *sweeper.search, *middle]
+def trial_probes(sweeper: Any, cell: list[str]) -> list[list[str]]:
+    """A trial's overrides for ``cell`` with every searched key at its low end, its middle and
+    its high end: what the sweep checks before the first trial, so that a bad search override
+    or bound fails in one line, not in half the trials."""
+    probes = []
+    for where in (0.0, 0.5, 1.0):
+        chosen = [
+            f"{key}={float(b['low']) + where * (float(b['high']) - float(b['low']))!r}"
+            for key, b in sweeper.space.items()
+        ]
+        probes.append([*cell, *sweeper.search, *chosen])
+    return probes
+
+
+def diverged_trial(run: Any) -> bool:
+    """Whether ``run`` is a search trial that ended FAILED because its training diverged."""
+    reason = run.data.tags.get(store.FAILURE_TAG, "")
+    return naming.TRIAL_TAG in run.data.tags and reason.startswith("TrainingDiverged")
 
 
 def check_space(space: dict[str, Any]) -> None:
@@ -224,7 +240,9 @@ class TuneSweeper(Sweeper):
             jobs.append([*search.overrides, *self.search, *chosen, *identity, "resume=true"])
         returns = self._launch(jobs)
         for (search, trial), job in zip(batch, returns, strict=True):
-            search.study.tell(trial, _score(self._uri(), job))
+            value, outcome = _score(self._uri(), job)
+            trial.set_user_attr("outcome", outcome[:1000])
+            search.study.tell(trial, value)
         return returns
 
     def _launch_finals(self, searches: list[Search]) -> list[JobReturn]:
@@ -235,8 +253,16 @@ class TuneSweeper(Sweeper):
             chosen = [f"{key}={value!r}" for key, value in best.items()]
             messages.say(f"{search.label}: best of {self.trials} trials: {' '.join(chosen)}")
             for seed in self.final_seeds:
+                parent = f"tune.parent_run={search.parent_run}"  # its own checkpoints
                 jobs.append(
-                    [*search.overrides, *chosen, *FINAL_OVERRIDES, f"seed={seed}", "resume=true"]
+                    [
+                        *search.overrides,
+                        *chosen,
+                        *FINAL_OVERRIDES,
+                        f"seed={seed}",
+                        parent,
+                        "resume=true",
+                    ]
                 )
         return self._launch(jobs)
 
@@ -247,13 +273,9 @@ class TuneSweeper(Sweeper):
 
 
 def _cells(arguments: list[str]) -> list[tuple[str, list[str]]]:
-    """The command line's grid, split as Hydra's basic sweeper splits it: one (label,
-    overrides) per cell, the label naming only what varies."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    cells = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    """The command line's grid: one (label, overrides) per cell, the label naming only what
+    varies."""
+    cells = grid.split(arguments)
     varying = [i for i in range(len(cells[0])) if len({c[i] for c in cells}) > 1]
     return [(",".join(cell[i] for i in varying) or "all", cell) for cell in cells]
 
@@ -268,16 +290,19 @@ def _counted(study: Any) -> int:
     )
 
 
-def _score(uri: str, job: JobReturn) -> float:
-    """A trial's validation FD: from its job's result, or (a finished run skipped on
-    resume) from its run; infinite when it diverged or failed."""
+def _score(uri: str, job: JobReturn) -> tuple[float, str]:
+    """A trial's validation FD and outcome: from its job's result, or from its run when the job
+    found the run already trained (resumed after its last round); infinite when it diverged or
+    failed, as both spend the trial."""
     result = job.return_value if job.status.name == "COMPLETED" else {}
-    if result.get("status") == "FINISHED" and "fd" in result:
-        return float(result["fd"])
-    if result.get("status") == "SKIPPED":
+    status = result.get("status", "FAILED")
+    if status in ("FINISHED", "SKIPPED"):
+        if "fd" in result:
+            return float(result["fd"]), "finished"
         run = store.open_client(uri).get_run(result["run_id"])
-        return float(run.data.metrics.get(metric("fd"), float("inf")))
-    return float("inf")
+        return float(run.data.metrics.get(metric("fd"), float("inf"))), "finished"
+    error = str(result.get("error", "the job raised"))
+    return float("inf"), "diverged" if error.startswith("TrainingDiverged") else f"failed: {error}"
 
 
 def _parent_run(uri: str, config: Any, sweep_id: str, label: str, params: dict[str, Any]) -> str:

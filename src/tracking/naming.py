@@ -36,6 +36,7 @@ SIZE_TAGS = (
     "train_images",
     "train_flops_per_image",
 )
+TRIAL_TAG = "trial"  # a make tune trial's number, on its run
 REAL_PREFIX = "real."  # the real data's own values (src.evaluation.metrics.RealReference.summary)
 
 
