@@ -124,9 +124,9 @@ def test_outage_limit_becomes_mlflows_retry_schedule(seconds, schedule):
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [
-        ("hydra.sweeper.space.train.beta_1.high=0", "low=0.0 must be below high=0.0"),
+        ("+hydra.sweeper.space.beta={low:0.5,high:0.1}", "low=0.5 must be below high=0.1"),
         ("hydra.sweeper.sampler=grid", "hydra.sweeper.sampler='grid': use one of"),
-        ("hydra.sweeper.search=[train.epochs=0]", "a search trial's config"),
+        ('hydra.sweeper.search=["train.epochs=0"]', "a search trial's config"),
     ],
 )
 def test_a_bad_search_is_refused_in_one_line_before_any_trial(tmp_path, override, fragment):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import re
@@ -163,7 +164,9 @@ def killed_and_resumed(tmp_path_factory):
 def test_sigkill_leaves_the_epoch_2_checkpoint_and_no_epoch_3_metrics(killed_and_resumed):
     left = killed_and_resumed["left"]
     assert left["returncode"] == -signal.SIGKILL
-    assert left["state"] == {"run_id": left["run"].info.run_id, "epoch": 2, "finished": False}
+    state = dict(left["state"])
+    assert state.pop("seconds") > 0  # the training seconds of epochs 1-2, for the resume
+    assert state == {"run_id": left["run"].info.run_id, "epoch": 2, "finished": False}
     assert [step for step, _ in left["d_loss"]] == [1, 2]
 
 
@@ -199,11 +202,13 @@ def test_resume_continues_the_same_mlflow_run(killed_and_resumed):
         assert [step for step, _ in _history(uri, run_id, key)] == [1, 2, 3, 4], key
     assert [step for step, _ in _history(uri, run_id, "speed/train_seconds")] == [4]
     assert _image_steps(uri, run_id) == [0, 1, 2, 3, 4]
-    assert _state(killed_and_resumed["tmp"] / "A" / "ck") == {
-        "run_id": run_id,
-        "epoch": 4,
-        "finished": True,
-    }
+    state = _state(killed_and_resumed["tmp"] / "A" / "ck")
+    # the resumed run counts on from the training seconds the kill left in the checkpoint
+    assert state.pop("seconds") > killed_and_resumed["left"]["state"]["seconds"]
+    assert state == {"run_id": run_id, "epoch": 4, "finished": True}
+    seconds = _history(uri, run_id, "compute/seconds")
+    assert [step for step, _ in seconds] == [0, 1, 2, 3, 4]
+    assert all(a < b for (_, a), (_, b) in itertools.pairwise(seconds))
 
 
 def test_same_seed_deterministic_runs_log_identical_metrics(killed_and_resumed):
@@ -363,7 +368,7 @@ def test_divergence_fails_the_run_in_one_line_and_keeps_the_checkpoint(diverged)
     reason = run.data.tags.get("failure_reason", "")
     assert "non-finite" in reason and "d_loss" in reason and "epoch 1" in reason, reason
     state = _state(tmp / "div" / "ck")
-    assert state == {"run_id": run.info.run_id, "epoch": 0, "finished": False}
+    assert state == {"run_id": run.info.run_id, "epoch": 0, "finished": False, "seconds": 0.0}
     assert not list((tmp / "div" / "ck").glob("*/epoch-*.weights.h5"))
 
 

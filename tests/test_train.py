@@ -22,7 +22,7 @@ PER_EPOCH = [
     "speed/epoch_seconds",
     "speed/images_per_second",
 ]
-SECTIONS = {"loss", "discriminator", "quality", "classes", "artifacts", "speed"}
+SECTIONS = {"loss", "discriminator", "quality", "classes", "artifacts", "speed", "compute"}
 SIZE_TAGS = ["generator_params", "discriminator_params", "generator_flops", "train_images"]
 
 

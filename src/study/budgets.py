@@ -126,7 +126,7 @@ def plot_over_seconds(found: dict[str, list[Curve]], key: str, path: Path) -> bo
         bands.append(Band(f"{name} (n={len(runs)})", grid, values.mean(axis=0), low, high))
     if not bands:
         return False
-    title = f"{metric(key)} against training seconds: mean, band = min..max over seeds"
+    title = f"{metric(key)}: mean, band = min..max over seeds"
     band_panels({title: bands}, path, x="training seconds (evaluation excluded)")
     return True
 
