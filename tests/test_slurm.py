@@ -294,6 +294,7 @@ def test_a_requeued_job_resumes_its_run_and_finishes_it(slurm, start_sweep, tmp_
     fd = [m.step for m in client.get_metric_history(run.info.run_id, "quality/fd")]
     assert fd == [0, epochs], fd
     state, _ = _checkpoint(tmp_path)
+    assert state.pop("seconds") > 0  # training seconds, carried over the requeue
     assert state == {"run_id": run.info.run_id, "epoch": epochs, "finished": True}
     job_logs = "\n".join(p.read_text() for p in (tmp_path / "sweep").glob("*/job.log"))
     assert f"resuming run {run.info.run_id} after epoch" in job_logs, job_logs

@@ -195,6 +195,15 @@ def _save_spectrum(path: Path, image_size: int) -> dict[str, list[float]]:
     return spectrum
 
 
+def _size_tags(settings: Any, gan: Any, images: int) -> dict[str, Any]:
+    """The size tags a real run of ``settings`` sets, its training step's FLOPs included."""
+    from src.evaluation.flops import train_flops_per_image
+
+    gan.build_optimizers()  # the training step is traced for its FLOPs, as a real run's is
+    flops = train_flops_per_image(gan, settings.train.batch_size, settings.data.image_size)
+    return recording.size_tags(gan.generator, gan.discriminator, images, flops)
+
+
 def _manifest(
     folder: Path,
     settings: Any,
@@ -211,7 +220,7 @@ def _manifest(
 
     epochs = settings.train.epochs
     commit, dirty = store.git_state(ROOT)
-    sizes = recording.size_tags(gan.generator, gan.discriminator, len(images))
+    sizes = _size_tags(settings, gan, len(images))
     real = {
         f"real_{key}": 0.5
         for key in ("class_coverage", "class_kl", "classifier_score", "confidence", "nyquist_share")
