@@ -47,10 +47,14 @@ TRIALS ?= 12
 TUNE_DIR ?= outputs/tune/$(subst $(comma),-,$(UPSAMPLERS))
 comma := ,
 
+# make bench's 28x28 part (setting=mnist28, two upsampling steps) times these blocks only:
+# each costs about 5 times a 10x10 block's step (docs/depth.md)
+BENCH_DEEP_UPSAMPLERS ?= nearest transpose
+
 # Sweep to report with `make report` (default: the latest sweep in the store)
 SWEEP ?=
 
-.PHONY: install python sweep sweep-all tune report bench bench-scaling train test test-fast test-infra lint format ui server clean
+.PHONY: install install-gpu python sweep sweep-all tune report bench bench-scaling train test test-fast test-infra lint format ui server clean
 
 # Before every target that uses the venv (order-only: it never makes the install rerun by itself)
 python:  ## stop with one line when no supported Python is found or $(VENV) is of another Python
@@ -67,6 +71,13 @@ $(STAMP): pyproject.toml requirements-data.txt | python
 
 install: $(STAMP)  ## create .venv and install the project, its tools and the MNIST file
 
+# TensorFlow's own CUDA extra in place of tensorflow-cpu (Linux x86_64 with an NVIDIA driver);
+# resolved here (pip --dry-run) but never run: these machines have no GPU (docs/depth.md)
+install-gpu: $(STAMP)  ## swap tensorflow-cpu for tensorflow[and-cuda] in $(VENV) (again after each reinstall)
+	$(PY) -m pip uninstall --quiet --yes tensorflow-cpu
+	$(PY) -m pip install --quiet 'tensorflow[and-cuda]==2.21.0'
+	$(PY) -c 'import tensorflow as tf; print("GPUs:", tf.config.list_physical_devices("GPU") or "none found")'
+
 sweep: $(STAMP)  ## the default comparison: UPSAMPLERS x SEEDS, one MLflow run each
 	$(PY) -m src.train --multirun upsampler=$(UPSAMPLERS) seed=$(SEEDS) $(LAUNCH) $(ARGS)
 
@@ -80,8 +91,9 @@ tune: $(STAMP)  ## equal-budget search per upsampler (TRIALS each), then the bes
 report: $(STAMP)  ## the comparison report of SWEEP (default: the latest sweep)
 	$(PY) -m src.report $(SWEEP)
 
-bench: $(STAMP)  ## throughput of the harness and of whole sweeps against a plain Keras GAN (outputs/bench/)
+bench: $(STAMP)  ## throughput of the harness and of whole sweeps against a plain Keras GAN (outputs/bench/), at 10x10 and 28x28
 	$(PY) -m src.bench
+	$(PY) -m src.bench --setting mnist28 $(BENCH_DEEP_UPSAMPLERS)
 
 bench-scaling: $(STAMP)  ## run time of real runs against epochs and of sweeps against runs
 	$(PY) -m src.bench --scaling

@@ -56,6 +56,29 @@ def test_tiny_benchmark_writes_every_figure(tmp_path):
     _check_sweep_figure(report["sweep"])
 
 
+@pytest.mark.slow
+def test_tiny_benchmark_at_28x28_names_its_setting(tmp_path):
+    result = run_bench(tmp_path, "--mode", "tiny", "--setting", "mnist28", "transpose", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (path,) = tmp_path.glob("*-mnist28.json")
+    report = json.loads(path.read_text())
+    assert report["setting"] == "mnist28"
+    assert "setting mnist28 (28x28, 2 upsampling step(s))" in result.stdout
+    row = report["upsamplers"]["transpose"]
+    # two steps at 7 -> 14 -> 28 and a discriminator on 28x28: about 5 times the 10x10 step
+    assert 2e7 < row["train_flops_per_image"] < 1e8
+    assert row["harness_images_per_second"]["min"] > 0
+    assert row["reference_images_per_second"]["min"] > 0
+    _check_sweep_figure(report["sweep"])
+
+
+def test_an_unknown_setting_is_refused_before_any_work(tmp_path):
+    result = run_bench(tmp_path, "--setting", "mnist64", timeout=120)
+    assert result.returncode == 2
+    assert "argument --setting: invalid choice: 'mnist64'" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def _check_sweep_figure(sweep: dict) -> None:
     """The tiny whole-sweep figure: 2 upsamplers x 1 seed of one 256-image epoch, three ways."""
     assert sweep["upsamplers"] == ["nearest", "transpose"] and sweep["seeds"] == [0]

@@ -85,6 +85,9 @@ MODES = {
 }
 
 
+DEFAULT = "mnist10"  # the tutorial's setting: what make bench measured before depth was a factor
+
+
 class Trainer:
     """One implementation ready to be timed: ``run()`` trains ``steps`` batches once."""
 
@@ -134,22 +137,27 @@ def train_flops_per_image(settings: schema.Config) -> float:
 
 
 def throughput(
-    upsamplers: list[str], images: Any, mode: Mode, variant: tuple[str, ...] = ()
+    upsamplers: list[str],
+    images: Any,
+    mode: Mode,
+    variant: tuple[str, ...] = (),
+    base: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Harness and reference images/s per upsampler, interleaved repeats, and their ratio.
 
     With ``variant`` (Hydra overrides such as ``train.jit_compile=true``) the harness so
-    configured is timed as a third implementation in the same rotation.
+    configured is timed as a third implementation in the same rotation; ``base`` (such as
+    ``setting=mnist28``) configures all of them.
     """
     results = {}
     for name in upsamplers:
-        settings = schema.compose(f"upsampler={name}")
+        settings = schema.compose(*base, f"upsampler={name}")
         trainers = {
             "harness": Trainer("harness", settings, images, mode.steps),
             "plain": Trainer("plain", settings, images, mode.steps),
         }
         if variant:
-            varied = schema.compose(f"upsampler={name}", *variant)
+            varied = schema.compose(*base, f"upsampler={name}", *variant)
             trainers["variant"] = Trainer("harness", varied, images, mode.steps)
         timings: dict[str, list[float]] = {label: [] for label in trainers}
         for _ in range(mode.repeats):
@@ -178,12 +186,13 @@ def throughput(
     return results
 
 
-def batch_scaling(images: Any, mode: Mode) -> dict[str, float]:
+def batch_scaling(images: Any, mode: Mode, base: tuple[str, ...] = ()) -> dict[str, float]:
     """Harness images/s against batch size (default upsampler)."""
     scaling = {}
     for batch in mode.batch_sizes:
         steps = max(mode.steps * 128 // batch, 4)
-        trainer = Trainer("harness", schema.compose(f"train.batch_size={batch}"), images, steps)
+        settings = schema.compose(*base, f"train.batch_size={batch}")
+        trainer = Trainer("harness", settings, images, steps)
         scaling[str(batch)] = statistics.median(trainer.run() for _ in range(mode.repeats))
     return scaling
 
@@ -220,7 +229,7 @@ def startup_seconds(tmp: Path, warm_ups: int) -> float:
     return elapsed
 
 
-def evaluation_seconds(mode: Mode) -> float:
+def evaluation_seconds(mode: Mode, base: tuple[str, ...] = ()) -> float:
     """Time of one full evaluation: generating ``eval_samples`` images, features, all metrics."""
     import numpy as np
 
@@ -228,14 +237,14 @@ def evaluation_seconds(mode: Mode) -> float:
     from src.models.networks import build_generator
     from src.run.shared_inputs import classifier_and_reference, full_data
 
-    settings = schema.compose()
+    settings = schema.compose(*base)
     classifier, reference = classifier_and_reference(full_data(settings), settings)
     generator = build_generator(settings.generator, settings.upsampler)
     z = np.random.default_rng(0).standard_normal((mode.eval_samples, 100)).astype("float32")
     generator.predict(z[:10], verbose=0)
     started = time.perf_counter()
     samples = generator.predict(z, batch_size=2000, verbose=0)
-    evaluate(samples, classifier, reference)
+    evaluate(samples, classifier, reference, steps=settings.generator.steps)
     return time.perf_counter() - started
 
 
@@ -337,18 +346,24 @@ def machine() -> dict[str, Any]:
 
 
 def step_benchmark(
-    mode_name: str, upsamplers: list[str], variant: tuple[str, ...] = ()
+    mode_name: str, upsamplers: list[str], variant: tuple[str, ...] = (), setting: str = DEFAULT
 ) -> dict[str, Any]:
-    """Throughput, FLOP utilisation, batch scaling, evaluation, start-up and logging figures."""
+    """Throughput, FLOP utilisation, batch scaling, evaluation, start-up and logging figures,
+    in the named ``setting`` (conf/setting: data size and generator depth)."""
     import keras
 
     mode = MODES[mode_name]
-    settings = schema.compose()
+    base = (f"setting={setting}",)
+    settings = schema.compose(*base)
     images = full_data(settings).x_train
     keras.utils.set_random_seed(0)
-    print(f"upsampler-gan benchmark ({mode_name}), batch {settings.train.batch_size}")
+    print(
+        f"upsampler-gan benchmark ({mode_name}), setting {setting} "
+        f"({settings.data.image_size}x{settings.data.image_size}, {settings.generator.steps} "
+        f"upsampling step(s)), batch {settings.train.batch_size}"
+    )
     matmul = product_gflops(mode.matmul_size)
-    results = throughput(upsamplers, images, mode, variant)
+    results = throughput(upsamplers, images, mode, variant, base)
     for row in results.values():
         achieved = row["harness_images_per_second"]["median"] * row["train_flops_per_image"]
         row["model_flop_utilisation"] = achieved / (matmul * 1e9)
@@ -356,16 +371,17 @@ def step_benchmark(
         tmp = Path(scratch)
         report = {
             "mode": mode_name,
+            "setting": setting,
             "machine": machine(),
             "batch_size": settings.train.batch_size,
             "matmul_gflops": matmul,
             "upsamplers": results,
-            "batch_scaling_images_per_second": batch_scaling(images, mode),
-            "final_evaluation_seconds": evaluation_seconds(mode),
+            "batch_scaling_images_per_second": batch_scaling(images, mode, base),
+            "final_evaluation_seconds": evaluation_seconds(mode, base),
             "eval_samples": mode.eval_samples,
             "startup_to_first_epoch_seconds": startup_seconds(tmp, mode.warm_ups),
             "mlflow_logging_seconds_per_epoch": logging_seconds(tmp),
-            "sweep": sweep_figure(tmp, mode, matmul, results),
+            "sweep": sweep_figure(tmp, mode, matmul, results, base),
         }
     # The share is of an epoch of the default upsampler (or the first one measured).
     row = results.get(settings.upsampler.name) or next(iter(results.values()))
@@ -378,30 +394,36 @@ def step_benchmark(
 
 
 def sweep_figure(
-    tmp: Path, mode: Mode, matmul: float, results: dict[str, Any] | None = None
+    tmp: Path,
+    mode: Mode,
+    matmul: float,
+    results: dict[str, Any] | None = None,
+    base: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The whole-sweep comparison (src/bench/sweep_timing.py), reusing FLOP counts already made."""
     results = results or {}
     flops = {
         name: results[name]["train_flops_per_image"]
         if name in results
-        else train_flops_per_image(schema.compose(f"upsampler={name}"))
+        else train_flops_per_image(schema.compose(*base, f"upsampler={name}"))
         for name in SWEEP_UPSAMPLERS
     }
     print(f"whole sweeps ({_grid(len(SWEEP_UPSAMPLERS), len(mode.sweep.seeds))}):")
-    return sweep_comparison(tmp, mode.sweep, flops, matmul, mode.matmul_size)
+    return sweep_comparison(tmp, mode.sweep, flops, matmul, mode.matmul_size, base)
 
 
-def sweep_benchmark(mode_name: str) -> dict[str, Any]:
+def sweep_benchmark(mode_name: str, setting: str = DEFAULT) -> dict[str, Any]:
     """``--sweep``: only the whole-sweep figure, with the one-process matmul rate it needs."""
     mode = MODES[mode_name]
     matmul = product_gflops(mode.matmul_size)
+    base = (f"setting={setting}",)
     with tempfile.TemporaryDirectory() as scratch:
         report = {
             "mode": f"{mode_name} sweep",
+            "setting": setting,
             "machine": machine(),
             "matmul_gflops": matmul,
-            "sweep": sweep_figure(Path(scratch), mode, matmul),
+            "sweep": sweep_figure(Path(scratch), mode, matmul, base=base),
         }
     _print_sweep(report["sweep"])
     return report
@@ -418,15 +440,17 @@ def main(argv: list[str] | None = None) -> Path:
             report = {"mode": f"{args.mode} scaling", "machine": machine(), **scaling}
             _print_scaling(report)
         elif args.sweep:
-            report = sweep_benchmark(args.mode)
+            report = sweep_benchmark(args.mode, args.setting)
         else:
-            report = step_benchmark(args.mode, args.upsamplers or known, tuple(args.variant))
+            upsamplers = args.upsamplers or known
+            report = step_benchmark(args.mode, upsamplers, tuple(args.variant), args.setting)
     except (RuntimeError, subprocess.CalledProcessError) as error:  # a src.train run failed
         sys.exit(f"error: {error}; nothing was written")
     report["bench_seconds"] = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "-scaling" if args.scaling else "-sweep" if args.sweep else ""
+    suffix += "" if args.setting == DEFAULT else f"-{args.setting}"
     path = out / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}{suffix}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"written to {path}")
@@ -440,6 +464,15 @@ def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         prog="python -m src.bench", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--mode", choices=sorted(MODES), default="full")
+    settings = sorted(
+        path.stem for path in (files.project_root() / "conf" / "setting").glob("*.yaml")
+    )
+    parser.add_argument(
+        "--setting",
+        choices=settings,
+        default=DEFAULT,
+        help="data size and generator depth (conf/setting), as setting=NAME in src.train",
+    )
     parser.add_argument(
         "--scaling",
         action="store_true",
@@ -464,6 +497,8 @@ def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     args = parser.parse_intermixed_args(argv)
     if args.scaling and args.sweep:
         parser.error("--scaling and --sweep are separate benchmarks; give one of them")
+    if args.scaling and args.setting != DEFAULT:
+        parser.error("--scaling times the default setting's runs; it takes no --setting")
     if (args.scaling or args.sweep) and (args.variant or args.upsamplers):
         flag = "--scaling" if args.scaling else "--sweep"
         parser.error(f"{flag} times whole default runs; it takes no upsamplers or --variant")
@@ -474,7 +509,7 @@ def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         parser.error(f"unknown upsampler {', '.join(unknown)}; choose from {', '.join(known)}")
     if args.variant:
         try:
-            schema.compose(*args.variant)
+            schema.compose(f"setting={args.setting}", *args.variant)
         except Exception as error:  # Hydra's own message names the bad override
             reason = (str(error).splitlines() or [type(error).__name__])[0]
             parser.error(f"--variant {' '.join(args.variant)}: {reason}")

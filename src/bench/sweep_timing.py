@@ -49,10 +49,12 @@ class SweepSize:
     seeds: tuple[int, ...]
 
 
-def mini_sweep(size: SweepSize) -> list[str]:
-    """The mini-sweep's overrides: the grid, its size, evaluation at epoch 0 and the last only."""
+def mini_sweep(size: SweepSize, base: tuple[str, ...] = ()) -> list[str]:
+    """The mini-sweep's overrides: the grid, its size, evaluation at epoch 0 and the last only;
+    ``base`` first (e.g. ``setting=mnist28``)."""
     return [
         "--multirun",
+        *base,
         f"upsampler={','.join(UPSAMPLERS)}",
         f"seed={','.join(map(str, size.seeds))}",
         f"data.limit={size.images}",
@@ -127,7 +129,7 @@ def summarise(
     }
 
 
-def plain_loop(size: SweepSize) -> list[dict[str, Any]]:
+def plain_loop(size: SweepSize, base: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """(c): the keras.io-style GAN trained for the mini-sweep's runs one after another, each
     timed from ``fit`` to its last batch; returned as one back-to-back interval per run."""
     import keras
@@ -135,11 +137,11 @@ def plain_loop(size: SweepSize) -> list[dict[str, Any]]:
     from src.bench.plain_gan import LastBatchTimer, plain_gan
     from src.run.shared_inputs import full_data
 
-    images = full_data(schema.compose()).x_train[: size.images]
+    images = full_data(schema.compose(*base)).x_train[: size.images]
     intervals, clock = [], 0.0
     for upsampler in UPSAMPLERS:
         for seed in size.seeds:
-            settings = schema.compose(f"upsampler={upsampler}", f"seed={seed}")
+            settings = schema.compose(*base, f"upsampler={upsampler}", f"seed={seed}")
             keras.utils.set_random_seed(seed)
             model, timer = plain_gan(settings), LastBatchTimer()
             batch = settings.train.batch_size
@@ -154,19 +156,25 @@ def plain_loop(size: SweepSize) -> list[dict[str, Any]]:
 
 
 def sweep_comparison(
-    tmp: Path, size: SweepSize, flops: dict[str, float], matmul_one: float, matmul_size: int
+    tmp: Path,
+    size: SweepSize,
+    flops: dict[str, float],
+    matmul_one: float,
+    matmul_size: int,
+    base: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """(a), (b) and (c) on one mini-sweep, with their wall times, aggregates and ratios.
 
     ``flops`` is the harness's training FLOPs per image by upsampler; ``matmul_one`` the matmul
-    rate of one process on every thread (GFLOP/s), measured by the caller.
+    rate of one process on every thread (GFLOP/s), measured by the caller; ``base``: overrides
+    of every run (``setting=mnist28``).
     """
     matmul_parallel = all_cores_gflops(matmul_size)
     ceiling = max(matmul_one, matmul_parallel)
     ways: dict[str, Any] = {}
     for label, extra in WAYS.items():
         started = time.perf_counter()
-        command = isolated_run_command(tmp, *mini_sweep(size), *extra, label=label)
+        command = isolated_run_command(tmp, *mini_sweep(size, base), *extra, label=label)
         done = subprocess.run(command, cwd=files.project_root(), capture_output=True, text=True)
         wall = time.perf_counter() - started
         if done.returncode != 0:
@@ -175,7 +183,7 @@ def sweep_comparison(
         intervals = epoch_intervals(f"sqlite:///{tmp / f'{label}.db'}")
         ways[label] = summarise(intervals, wall, flops, ceiling)
         print(f"  {label}: {wall:.1f} s, {ways[label]['images_per_second']:,.0f} img/s")
-    plain = plain_loop(size)
+    plain = plain_loop(size, base)
     ways["plain_loop"] = summarise(plain, plain[-1]["end"], flops, ceiling)
     default, basic, loop = ways["default"], ways["one_at_a_time"], ways["plain_loop"]
     return {

@@ -108,17 +108,43 @@ class DataConfig:
         )
 
 
+# What may follow each hidden upsampling step before its LeakyReLU (src/models/networks.py)
+GENERATOR_NORMS = ("none", "batch")
+
+
 @dataclass
 class GeneratorConfig:
     latent_dim: int = 100
     base_channels: int = 128
     base_size: int = 5
+    steps: int = 1
+    step_channels: list[int] = field(default_factory=list)
+    norm: str = "none"
     leaky_slope: float = 0.2
 
     def __post_init__(self) -> None:
         _require(self.latent_dim >= 1, f"generator.latent_dim={self.latent_dim} must be >= 1")
         _require(self.base_channels >= 1, "generator.base_channels must be >= 1")
         _require(self.base_size >= 1, "generator.base_size must be >= 1")
+        _require(self.steps >= 1, f"generator.steps={self.steps} must be >= 1 (x2 each)")
+        _require(
+            len(self.step_channels) == self.steps - 1,
+            f"generator.step_channels has {len(self.step_channels)} entries but "
+            f"generator.steps={self.steps} has {self.steps - 1} hidden steps: give one feature "
+            "map count per hidden step (the last step makes the image)",
+        )
+        _require(all(c >= 1 for c in self.step_channels), "generator.step_channels must be > 0")
+        _require(
+            self.norm in GENERATOR_NORMS,
+            f"generator.norm={self.norm!r} is unknown; use one of {list(GENERATOR_NORMS)}",
+        )
+        # the hidden steps' LeakyReLU reads the sign of its input from its output
+        _require(self.leaky_slope >= 0, "generator.leaky_slope must be >= 0")
+
+    @property
+    def image_size(self) -> int:
+        """The side of the images this generator makes: base_size doubled ``steps`` times."""
+        return self.base_size * 2**self.steps
 
 
 @dataclass
@@ -286,10 +312,12 @@ class Config:
     resume: bool = False
 
     def __post_init__(self) -> None:
+        made = self.generator.image_size
         _require(
-            self.generator.base_size * 2 == self.data.image_size,
-            f"generator.base_size={self.generator.base_size} upsampled once gives "
-            f"{2 * self.generator.base_size}px, but data.image_size={self.data.image_size}",
+            made == self.data.image_size,
+            f"generator.base_size={self.generator.base_size} upsampled x2 generator.steps="
+            f"{self.generator.steps} times makes {made}px images, but data.image_size="
+            f"{self.data.image_size}; pick a setting (setting=mnist10|mnist20|mnist28) or fix one",
         )
         _require(self.seed >= 0, f"seed={self.seed} must be >= 0")
         # A batch larger than the training set would silently shrink to it: refused instead,

@@ -141,13 +141,19 @@ def read_raw(source: Source) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 
 def downscale(images: np.ndarray, size: int, method: str) -> np.ndarray:
-    """Resize (n, 28, 28) images in [0, 1] to (n, size, size, 1) in [-1, 1] with ``method``."""
-    import keras  # deferred: only a cache miss pays for TensorFlow here
+    """Resize (n, 28, 28) images in [0, 1] to (n, size, size, 1) in [-1, 1] with ``method``;
+    at their own size they keep their pixels (no filter runs)."""
+    if size == images.shape[1]:
+        resized = images[..., None]
+    else:
+        import keras  # deferred: only a cache miss pays for TensorFlow here
 
-    resized = keras.ops.image.resize(
-        images[..., None], (size, size), interpolation=method, antialias=True
-    )
-    return np.clip(keras.ops.convert_to_numpy(resized) * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
+        resized = keras.ops.convert_to_numpy(
+            keras.ops.image.resize(
+                images[..., None], (size, size), interpolation=method, antialias=True
+            )
+        )
+    return np.clip(resized * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
 
 
 def cache_path(cache_dir: Path, source: Source, size: int, method: str) -> Path:

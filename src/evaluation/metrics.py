@@ -29,7 +29,7 @@ KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
 PR_K = 3
 COVERAGE_MIN_SHARE = 0.01
-REFERENCE_VERSION = 2  # bump when anything stored in a RealReference is computed differently
+REFERENCE_VERSION = 3  # bump when anything stored in a RealReference is computed differently
 _ROWS_PER_CHUNK = 1024  # distance blocks of ~40 MB against 10k points
 _TINY = 1e-12
 # Multithreaded OpenBLAS spin-waits when the cores are shared (training jobs run in parallel on
@@ -276,6 +276,20 @@ def mean_power(images: np.ndarray) -> np.ndarray:
     return (np.abs(np.fft.fft2(_as_square(images), norm="ortho")) ** 2).mean(axis=0)
 
 
+def frequency_share(power: np.ndarray, frequency: int) -> float:
+    """Share of a power spectrum's energy (DC excluded) in the patterns that repeat every
+    s / ``frequency`` pixels along rows, columns or both.
+
+    With P the (s, s) power spectrum and f = ``frequency``, the bins are (i, j) for i, j in
+    {0, f, s - f}, but DC (0, 0): at f = s/2 (Nyquist) the three bins P[h, 0], P[0, h], P[h, h];
+    below it the eight bins of f and its mirror s - f.
+    """
+    side = power.shape[0]
+    rows = sorted({0, frequency, side - frequency})
+    energy = power[np.ix_(rows, rows)].sum() - power[0, 0]
+    return float(energy / max(power.sum() - power[0, 0], _TINY))
+
+
 def nyquist_share(images: np.ndarray) -> float:
     """Share of the spectral energy (DC excluded) at the Nyquist frequencies.
 
@@ -284,9 +298,7 @@ def nyquist_share(images: np.ndarray) -> float:
     every pixel along rows, columns or both, the signature of checkerboard artifacts.
     """
     power = mean_power(images)
-    half = power.shape[0] // 2
-    nyquist = power[half, 0] + power[0, half] + power[half, half]
-    return float(nyquist / max(power.sum() - power[0, 0], _TINY))
+    return frequency_share(power, power.shape[0] // 2)
 
 
 def checkerboard(images: np.ndarray, real_share: float) -> float:
@@ -297,6 +309,33 @@ def checkerboard(images: np.ndarray, real_share: float) -> float:
     Shares are floored at 1e-12 so that constant images give a finite (very negative) value.
     """
     return float(np.log(max(nyquist_share(images), _TINY) / max(real_share, _TINY)))
+
+
+def earlier_step_periods(steps: int) -> list[int]:
+    """The periods, in output pixels, of the checkerboards that the upsampling steps before the
+    last one leave: 4, 8, ... (2^(k+1) for the step k places before the last).
+
+    A step's uneven overlap alternates every pixel of its own output (period 2 there); each x2
+    step after it stretches that pattern to twice the period. The last step's own period 2 is
+    the Nyquist frequency, measured by :func:`checkerboard`.
+    """
+    return [2 ** (back + 1) for back in range(1, steps)]
+
+
+def earlier_step_checkerboards(
+    images: np.ndarray, real_spectrum: np.ndarray, steps: int
+) -> dict[str, float]:
+    """``checkerboard_p<period>`` for each period of :func:`earlier_step_periods`: log of the
+    generated images' share of energy at that period over the real images' (as
+    :func:`checkerboard` at the Nyquist frequency). Empty for a one-step generator."""
+    power = mean_power(images)
+    side = power.shape[0]
+    values = {}
+    for period in earlier_step_periods(steps):
+        fake = frequency_share(power, side // period)
+        real = frequency_share(real_spectrum, side // period)
+        values[f"checkerboard_p{period}"] = float(np.log(max(fake, _TINY) / max(real, _TINY)))
+    return values
 
 
 def radial_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -349,6 +388,7 @@ class RealReference:
     nyquist_share: float
     frequencies: np.ndarray
     power: np.ndarray
+    spectrum: np.ndarray
     summary: dict[str, float]
     from_cache: bool = False
 
@@ -382,6 +422,7 @@ class RealReference:
             nyquist_share=share,
             frequencies=frequencies,
             power=power,
+            spectrum=mean_power(images),
             summary=summary,
         )
 
@@ -411,6 +452,7 @@ class RealReference:
         }
         arrays |= {"nyquist_share": np.asarray(self.nyquist_share)}
         arrays |= {"frequencies": self.frequencies, "power": self.power}
+        arrays |= {"spectrum": self.spectrum}
         arrays |= {f"summary_{name}": np.asarray(value) for name, value in self.summary.items()}
         return arrays
 
@@ -431,6 +473,7 @@ class RealReference:
             nyquist_share=float(npz["nyquist_share"]),
             frequencies=npz["frequencies"],
             power=npz["power"],
+            spectrum=npz["spectrum"],
             summary=summary,
             from_cache=True,
         )
@@ -442,11 +485,14 @@ def evaluate(
     reference: RealReference,
     seed: int = 0,
     blas_threads: int | None = BLAS_THREADS,
+    steps: int = 1,
 ) -> dict[str, float]:
     """All metrics of generated ``images`` against ``reference``, as a flat dict of floats.
 
     Keys: ``fd``, ``kid``, ``kid_std``, ``precision``, ``recall``, ``class_coverage``,
-    ``class_kl``, ``classifier_score``, ``confidence``, ``checkerboard``, ``spectrum_error``.
+    ``class_kl``, ``classifier_score``, ``confidence``, ``checkerboard``, ``spectrum_error``, and
+    for a generator of ``steps`` > 1 upsampling steps ``checkerboard_p4``, ... (one per earlier
+    step: :func:`earlier_step_checkerboards`).
     ``seed`` only picks the KID subsets. Needs more than ``PR_K`` images; pass as many as the
     reference holds (10,000 for the test split): k-NN radii shrink as a set grows, so
     precision and recall are only comparable between equal-sized sets, and FD is biased
@@ -469,6 +515,7 @@ def evaluate(
         **class_metrics(probabilities),
         "checkerboard": checkerboard(images, reference.nyquist_share),
         "spectrum_error": spectrum_error(radial_spectrum(images)[1], reference.power),
+        **earlier_step_checkerboards(images, reference.spectrum, steps),
     }
 
 

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from src.models.upsamplers import build_block
+from src.models.upsamplers import BLOCK_NAME, build_block
 
 
 @keras.saving.register_keras_serializable(package="upsampler_gan")
@@ -38,19 +38,33 @@ class LeakyReLUFromOutput(layers.LeakyReLU):
 
 
 def build_generator(gen_cfg: Any, up_cfg: Any, channels: int = 1) -> Any:
-    """Dense -> LeakyReLU -> Reshape -> upsampling block -> tanh: z to a (2s, 2s, channels) image.
+    """Dense -> LeakyReLU -> Reshape -> ``steps`` upsampling blocks -> tanh: z to a
+    (s * 2^steps, s * 2^steps, channels) image.
 
-    With the default config the weights are exactly the tutorial's (324,353 parameters for
-    both tutorial variants); LeakyReLU and tanh add none.
+    Each hidden step (all but the last) has ``step_channels`` feature maps and is followed by
+    ``norm`` and a LeakyReLU; the last step maps to the image's channels under the tutorial's
+    layer names. With the default config (one step) the weights are exactly the tutorial's
+    (324,353 parameters for both tutorial variants); LeakyReLU and tanh add none.
     """
     side, maps = gen_cfg.base_size, gen_cfg.base_channels
     z = keras.Input((gen_cfg.latent_dim,), name="z")
     x = layers.Dense(maps * side * side, name="project")(z)
     x = layers.LeakyReLU(gen_cfg.leaky_slope, name="project_act")(x)
     x = layers.Reshape((side, side, maps), name="reshape")(x)
+    for index, filters in enumerate(gen_cfg.step_channels):
+        x = _hidden_step(x, filters, gen_cfg, up_cfg, name=f"{BLOCK_NAME}{index}")
     x = build_block(x, channels, up_cfg)
     image = layers.Activation("tanh", name="image")(x)
     return keras.Model(z, image, name=f"generator_{up_cfg.name}")
+
+
+def _hidden_step(x: Any, filters: int, gen_cfg: Any, up_cfg: Any, name: str) -> Any:
+    x = build_block(x, filters, up_cfg, name=name)
+    if gen_cfg.norm == "batch":
+        x = layers.BatchNormalization(name=f"{name}_norm")(x)
+    # LeakyReLUFromOutput: the Conv2D + BiasAdd before it fuse (see the class); saved files
+    # get Keras' own LeakyReLU back (with_keras_leaky_relu)
+    return LeakyReLUFromOutput(gen_cfg.leaky_slope, name=f"{name}_act")(x)
 
 
 def build_discriminator(disc_cfg: Any, image_size: int, channels: int = 1) -> Any:

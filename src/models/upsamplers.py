@@ -1,10 +1,12 @@
 """Upsampling blocks: the one place that knows how the generator variants differ.
 
-Every factory has the same signature ``factory(x, filters, cfg) -> y``: it takes a Keras tensor
-(batch, h, w, c) and returns (batch, 2h, 2w, filters), built from Keras' own layers so a saved
-generator reloads with ``keras.models.load_model`` and no custom objects. ``cfg`` is the
-``upsampler`` config group. Adding a variant is one YAML file in ``conf/upsampler/`` and, if no
-factory here fits, one new factory registered in ``FACTORIES``.
+Every factory has the same signature ``factory(x, filters, cfg, name) -> y``: it takes a Keras
+tensor (batch, h, w, c) and returns (batch, 2h, 2w, filters), built from Keras' own layers so a
+saved generator reloads with ``keras.models.load_model`` and no custom objects. ``cfg`` is the
+``upsampler`` config group; ``name`` prefixes the block's layer names, so a generator can stack
+the same block several times (the last step keeps the tutorial's ``upsample`` names). Adding a
+variant is one YAML file in ``conf/upsampler/`` and, if no factory here fits, one new factory
+registered in ``FACTORIES``.
 
 Keras is imported inside the factories so that config validation can read ``FACTORIES``
 without paying for TensorFlow.
@@ -15,19 +17,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+BLOCK_NAME = "upsample"  # the layer names of the output step: the tutorial's own
 
-def resize_conv(x: Any, filters: int, cfg: Any) -> Any:
+
+def resize_conv(x: Any, filters: int, cfg: Any, name: str = BLOCK_NAME) -> Any:
     """Resize-convolution: UpSampling2D(2, interpolation) then Conv2D(k x k, same).
 
     The resize has no weights; the convolution runs at the output resolution.
     """
     from keras import layers
 
-    x = layers.UpSampling2D(size=2, interpolation=cfg.interpolation, name="upsample")(x)
-    return layers.Conv2D(filters, cfg.kernel_size, padding="same", name="upsample_conv")(x)
+    x = layers.UpSampling2D(size=2, interpolation=cfg.interpolation, name=name)(x)
+    return layers.Conv2D(filters, cfg.kernel_size, padding="same", name=f"{name}_conv")(x)
 
 
-def transpose_conv(x: Any, filters: int, cfg: Any) -> Any:
+def transpose_conv(x: Any, filters: int, cfg: Any, name: str = BLOCK_NAME) -> Any:
     """Transposed convolution: Conv2DTranspose(k x k, strides 2, same).
 
     It runs at the input resolution; with k not divisible by 2 its kernel overlaps unevenly,
@@ -36,7 +40,7 @@ def transpose_conv(x: Any, filters: int, cfg: Any) -> Any:
     from keras import layers
 
     return layers.Conv2DTranspose(
-        filters, cfg.kernel_size, strides=2, padding="same", name="upsample_conv"
+        filters, cfg.kernel_size, strides=2, padding="same", name=f"{name}_conv"
     )(x)
 
 
@@ -56,7 +60,7 @@ def depth_to_space(x: Any, block: int, name: str) -> Any:
     return layers.Reshape((height * block, width * block, channels), name=f"{name}_merge")(x)
 
 
-def subpixel_conv(x: Any, filters: int, cfg: Any) -> Any:
+def subpixel_conv(x: Any, filters: int, cfg: Any, name: str = BLOCK_NAME) -> Any:
     """Sub-pixel convolution: Conv2D(k x k, same) to 4 x filters, then depth_to_space(2).
 
     The convolution runs at the input resolution and each 2x2 output block takes its four
@@ -73,14 +77,14 @@ def subpixel_conv(x: Any, filters: int, cfg: Any) -> Any:
 
     block = 2
     conv = layers.Conv2D(
-        filters * block * block, cfg.kernel_size, padding="same", name="upsample_conv"
+        filters * block * block, cfg.kernel_size, padding="same", name=f"{name}_conv"
     )
     y = conv(x)
     if cfg.icnr:
         # DCR order: output channel (sub-pixel s, channel k) is s * filters + k, so tile (not
         # repeat) the per-channel kernel over the sub-pixels.
         conv.kernel.assign(ops.tile(conv.kernel[..., :filters], (1, 1, 1, block * block)))
-    return depth_to_space(y, block, name="upsample_shuffle")
+    return depth_to_space(y, block, name=f"{name}_shuffle")
 
 
 # What UpSampling2D's ``interpolation`` takes (Keras 3.15, TensorFlow backend:
@@ -88,13 +92,14 @@ def subpixel_conv(x: Any, filters: int, cfg: Any) -> Any:
 # without importing TensorFlow; tests/test_config.py keeps the two equal.
 INTERPOLATIONS = ("bilinear", "nearest", "lanczos3", "lanczos5", "bicubic", "area")
 
-FACTORIES: dict[str, Callable[[Any, int, Any], Any]] = {
+FACTORIES: dict[str, Callable[..., Any]] = {
     "resize_conv": resize_conv,
     "transpose_conv": transpose_conv,
     "subpixel_conv": subpixel_conv,
 }
 
 
-def build_block(x: Any, filters: int, cfg: Any) -> Any:
-    """Apply the upsampling block named by ``cfg.factory`` to ``x``."""
-    return FACTORIES[cfg.factory](x, filters, cfg)
+def build_block(x: Any, filters: int, cfg: Any, name: str = BLOCK_NAME) -> Any:
+    """Apply the upsampling block named by ``cfg.factory`` to ``x``, its layer names
+    starting with ``name``."""
+    return FACTORIES[cfg.factory](x, filters, cfg, name)

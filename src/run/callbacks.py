@@ -99,7 +99,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 class QualityEvaluator(keras.callbacks.Callback):
     """Quality and artifact metrics (src/evaluation/metrics.py) at epoch 0, every ``every``
-    epochs, and the last epoch, at step = epoch, on samples from one fixed latent batch."""
+    epochs, and the last epoch, at step = epoch, on samples from one fixed latent batch;
+    ``steps``: the generator's upsampling steps, whose checkerboards are measured."""
 
     def __init__(
         self,
@@ -109,8 +110,10 @@ class QualityEvaluator(keras.callbacks.Callback):
         latents: np.ndarray,
         every: int,
         epochs: int,
+        steps: int = 1,
     ):
         super().__init__()
+        self.steps = steps
         self.run = run
         self.classifier = classifier
         self.reference = reference
@@ -130,7 +133,7 @@ class QualityEvaluator(keras.callbacks.Callback):
         images = self.samples()
         if not np.isfinite(images).all():
             return {}  # a diverged generator: the divergence stop reports it
-        metrics = evaluate(images, self.classifier, self.reference)
+        metrics = evaluate(images, self.classifier, self.reference, steps=self.steps)
         self.run.log_metrics(sectioned(metrics), step=step)
         self.latest = {"step": step, **metrics}
         return metrics

@@ -100,12 +100,28 @@ def identity_tags(settings: schema.Config, data: Any, classifier: Any, folder: P
         "checkpoint": str(folder),
         "classifier_key": classifier.key,
         "classifier_accuracy": f"{classifier.accuracy:.4f}",
+        "device": training_device(),
+        "image_size": settings.data.image_size,  # with generator_steps: the setting's shape
+        "generator_steps": settings.generator.steps,
         MLFLOW_SOURCE_NAME: "src/train.py",
         MLFLOW_SOURCE_TYPE: "LOCAL",
         MLFLOW_USER: getpass.getuser(),
         **({MLFLOW_GIT_COMMIT: commit} if commit != "unknown" else {}),
         **package_versions(),
     }
+
+
+def training_device() -> str:
+    """What the run trains on: ``GPU:0 (<name>)`` (and how many more) when TensorFlow sees a
+    GPU, which it then places every op on; else ``CPU``."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "unknown")
+    more = f" and {len(gpus) - 1} more" if len(gpus) > 1 else ""
+    return f"GPU:0 ({name}){more}"
 
 
 def size_tags(generator: Any, discriminator: Any, images: int, train_flops: float) -> dict:

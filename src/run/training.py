@@ -263,6 +263,7 @@ def _loop(
         recording.latents(settings.eval.seed, settings.eval.samples, latent_dim),
         settings.eval.every_epochs if budget.unit == "epochs" else 1,
         budget.rounds,
+        settings.generator.steps,
     )
     for callback in (meter, logger, evaluator):
         callback.set_model(gan)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from src.evaluation.plots import Band, band_panels
-from src.tracking.naming import metric
+from src.tracking.naming import is_checkerboard, metric
 
 AXES = {"flops": "training FLOPs", "seconds": "training seconds"}
 # Runs of one config spend seconds unevenly (a busy machine, a slow first call), and an
@@ -75,7 +75,7 @@ def curves(client: Any, finished: Any, key: str) -> dict[str, list[Curve]]:
         if not steps:
             continue
         values = np.asarray([history[s] for s in steps])
-        if key == "checkerboard":
+        if is_checkerboard(key):
             values = np.abs(values)  # compared by its distance from real data's level
         axes = {axis: np.asarray([points[s] for s in steps]) for axis, points in spent.items()}
         found.setdefault(run["tags.upsampler"], []).append(

@@ -33,7 +33,7 @@ from src.core.files import project_root
 from src.evaluation.plots import Band, band_panels, pyplot, save, spectrum_figure
 from src.study import budgets, search_report, stats
 from src.tracking import store
-from src.tracking.naming import TRIAL_TAG, metric
+from src.tracking.naming import TRIAL_TAG, is_checkerboard, metric, step_checkerboards
 
 REPORT_TAG = "report"  # set on report runs, which share the sweep_id tag with training runs
 
@@ -45,10 +45,13 @@ TABLE_METRICS: list[tuple[str, str, bool | None, str]] = [
     ("recall", "recall", False, "{:.3f}"),
     ("class_coverage", "classes", False, "{:.1f}"),
     ("checkerboard", "checkerboard", None, "{:+.3f}"),
+    ("checkerboard_p4", "checkerboard p4", None, "{:+.3f}"),
     ("spectrum_error", "spectrum error", True, "{:.3f}"),
     ("images_per_second", "images/s", False, "{:,.0f}"),
     ("train_seconds", "train s", True, "{:.1f}"),
 ]
+# Columns shown only when a run has them: a deeper generator's hidden step's checkerboard
+OPTIONAL_COLUMNS = {"checkerboard_p4"}
 # Pairwise comparisons; lower is better (checkerboard is compared by its distance from 0).
 PAIR_METRICS = ["fd", "checkerboard"]
 LEVEL = 0.05  # family-wise error of each metric's pairwise comparisons (Holm)
@@ -119,6 +122,21 @@ def _metric_history(client: Any, run_id: str, key: str) -> list:
     return client.get_metric_history(run_id, metric(key)) or client.get_metric_history(run_id, key)
 
 
+def pair_metrics(runs: Any) -> list[str]:
+    """PAIR_METRICS, and the earlier steps' checkerboards when the runs have them."""
+    return PAIR_METRICS + step_checkerboards(runs.columns)
+
+
+def _margin(margins: dict[str, float | None] | None, key: str) -> float | None:
+    """report.margin of ``key``; every checkerboard shares one (the same log-ratio scale)."""
+    return (margins or {}).get("checkerboard" if is_checkerboard(key) else key)
+
+
+def _what(key: str) -> str:
+    """How a compared metric is named: checkerboards by their distance from 0."""
+    return f"|{key}|" if is_checkerboard(key) else key
+
+
 def summarize(runs: Any) -> list[dict[str, Any]]:
     """One row per upsampler: run counts, size, and each table metric's interval (finished)."""
     rows = []
@@ -177,9 +195,9 @@ def compare_pairs(runs: Any, margins: dict[str, float | None] | None = None) -> 
     finished = runs[runs["status"] == "FINISHED"]
     names = sorted(finished["tags.upsampler"].unique())
     found = []
-    for key in PAIR_METRICS:
+    for key in pair_metrics(runs):
         values = {name: _by_seed(finished, name, key) for name in names}
-        found += compare_family(key, values, (margins or {}).get(key))
+        found += compare_family(key, values, _margin(margins, key))
     return found
 
 
@@ -214,16 +232,16 @@ def over_training(
     from each finished run's metric history."""
     finished = runs[runs["status"] == "FINISHED"]
     found: Training = {}
-    for key in PAIR_METRICS:
+    for key in pair_metrics(runs):
         by_step: dict[int, dict[str, list[tuple[int, float]]]] = {}
         for _, run in finished.iterrows():
             for point in _metric_history(client, run["run_id"], key):
-                value = abs(point.value) if key == "checkerboard" else point.value
+                value = abs(point.value) if is_checkerboard(key) else point.value
                 per_variant = by_step.setdefault(point.step, {})
                 per_variant.setdefault(run["tags.upsampler"], []).append(
                     (int(run["tags.seed"]), value)
                 )
-        margin = (margins or {}).get(key)
+        margin = _margin(margins, key)
         found[key] = {
             step: compare_family(key, values, margin)
             for step, values in sorted(by_step.items())
@@ -238,13 +256,13 @@ def at_equal_compute(
     """The same comparisons at equal training FLOPs and at equal training seconds
     (src/study/budgets.py), and the FD curves they were read from."""
     finished = runs[runs["status"] == "FINISHED"]
-    found = {key: budgets.curves(client, finished, key) for key in PAIR_METRICS}
+    found = {key: budgets.curves(client, finished, key) for key in pair_metrics(runs)}
     compared: Compute = {}
     for axis in budgets.AXES:
-        for key in PAIR_METRICS:
+        for key in found:
             budget = budgets.at_equal(found[key], axis)
             if budget is not None:
-                pairs = compare_family(key, budget.values, (margins or {}).get(key))
+                pairs = compare_family(key, budget.values, _margin(margins, key))
                 compared.setdefault(axis, []).append((budget, pairs))
     return compared, found["fd"]
 
@@ -279,7 +297,7 @@ def _by_seed(finished: Any, upsampler: str, key: str) -> list[tuple[int, float]]
     its distance from real data's level (0)."""
     group = finished[finished["tags.upsampler"] == upsampler]
     values = np.asarray(_column(group, key), dtype=np.float64)
-    if key == "checkerboard":
+    if is_checkerboard(key):
         values = np.abs(values)
     seeds = [int(s) for s in group["tags.seed"]]
     return [(s, float(v)) for s, v in zip(seeds, values, strict=True) if np.isfinite(v)]
@@ -298,7 +316,7 @@ def _verdict(
     """better when the adjusted test rejects; equivalent when TOST shows the difference is
     inside ``margin``; otherwise undecided, with the seeds per upsampler that would decide a
     difference of the observed size at 80% power."""
-    what = "|checkerboard|" if key == "checkerboard" else key
+    what = _what(key)
     if n == 0:
         return f"no {what} values for one of them (no finished run has the metric)."
     if n < 2:
@@ -443,7 +461,8 @@ def _row(cells: list[str]) -> str:
 def _metric_table(rows: list) -> list[str]:
     """Per upsampler: runs, size, cost and every metric's mean with its t interval."""
     header = ["upsampler", "finished", "failed", "G params", "G FLOPs/image"]
-    header += [label for _, label, _, _ in TABLE_METRICS]
+    shown = [m for m in TABLE_METRICS if m[0] not in OPTIONAL_COLUMNS or _measured(rows, m[0])]
+    header += [label for _, label, _, _ in shown]
     lines = [_row(header), "|" + "---|" * len(header)]
     for row in rows:
         cells = [
@@ -453,13 +472,17 @@ def _metric_table(rows: list) -> list[str]:
             _count(row["generator_params"]),
             _count(row["generator_flops"]),
         ]
-        lines.append(_row(cells + [row[key].show(fmt) for key, _, _, fmt in TABLE_METRICS]))
+        lines.append(_row(cells + [row[key].show(fmt) for key, _, _, fmt in shown]))
     lines += [
         "",
         "Lower is better for FD, KID, spectrum error and train seconds; higher for precision, "
         "recall, classes and images/s; checkerboard is best near 0 (real data).",
     ]
     return lines
+
+
+def _measured(rows: list, key: str) -> bool:
+    return any(math.isfinite(row[key].mean) for row in rows)
 
 
 def _robust_table(rows: list) -> list[str]:
@@ -515,7 +538,7 @@ def _pair_rows(pairs: list) -> list[str]:
         diff = pair.difference
         cells = [
             f"`{pair.first}` - `{pair.second}`",
-            "|checkerboard|" if pair.key == "checkerboard" else pair.key,
+            _what(pair.key),
             diff.design,
             diff.t.show("{:+.4g}"),
             diff.bootstrap.show("{:+.4g}"),
@@ -562,7 +585,7 @@ def _training_tables(training: Training) -> list[str]:
         pairs = _pairs_over_training(by_step)
         if not pairs:
             continue
-        what = "\\|checkerboard\\|" if key == "checkerboard" else key
+        what = _what(key).replace("|", "\\|")
         if not lines:
             lines += [
                 "",
@@ -603,7 +626,7 @@ def _plot_differences(training: Training, path: Path) -> bool:
     for key, pairs in curves.items():
         if not pairs:
             continue
-        what = "|checkerboard|" if key == "checkerboard" else metric(key)
+        what = _what(key) if is_checkerboard(key) else metric(key)
         panels[f"{what}: first - second, band = t 95% interval"] = [
             Band(f"{first} - {second}", list(by_step), *_t_columns(by_step))
             for (first, second), by_step in pairs.items()
@@ -666,7 +689,8 @@ def _build_report(
         _plot_over_epochs(client, runs, ["d_loss", "g_loss"], folder / "losses.png")
         figures["Losses over epochs"] = "losses.png"
         if np.isfinite(_column(runs, "fd")).any():
-            _plot_over_epochs(client, runs, ["fd", "checkerboard"], folder / "quality.png")
+            shown = ["fd", "checkerboard", *step_checkerboards(runs.columns)]
+            _plot_over_epochs(client, runs, shown, folder / "quality.png")
             figures["FD and checkerboard over epochs"] = "quality.png"
         if _plot_spectra(client, runs, folder / "spectrum.png", Path(scratch)):
             figures["Power spectra"] = "spectrum.png"

@@ -11,6 +11,7 @@ bare names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,10 +41,32 @@ TRIAL_TAG = "trial"  # a make tune trial's number, on its run
 REAL_PREFIX = "real."  # the real data's own values (src.evaluation.metrics.RealReference.summary)
 
 
+# A deeper generator's earlier steps' checkerboards: checkerboard_p4, _p8, ... (one per step)
+_STEP_CHECKERBOARD = re.compile(r"checkerboard_p\d+")
+
+
 def metric(name: str) -> str:
     """The MLflow name of a metric: ``fd`` -> ``quality/fd``. Unknown names are an error, so
     that no metric reaches MLflow outside a section."""
+    if _STEP_CHECKERBOARD.fullmatch(name):
+        return f"artifacts/{name}"
     return f"{_SECTION_OF[name]}/{name}"
+
+
+def is_checkerboard(name: str) -> bool:
+    """Checkerboard metrics are log ratios against real data: best at 0, so they are compared
+    by their distance from it."""
+    return name == "checkerboard" or _STEP_CHECKERBOARD.fullmatch(name) is not None
+
+
+def step_checkerboards(names: Any) -> list[str]:
+    """The earlier steps' checkerboard metrics among MLflow column or metric ``names``
+    (``metrics.artifacts/checkerboard_p4`` or ``artifacts/checkerboard_p4``), bare, by period."""
+    found = {name.rsplit("/", 1)[-1] for name in names}
+    periods = sorted(
+        int(n.removeprefix("checkerboard_p")) for n in found if _STEP_CHECKERBOARD.fullmatch(n)
+    )
+    return [f"checkerboard_p{period}" for period in periods]
 
 
 def sectioned(values: Mapping[str, Any]) -> dict[str, Any]:
