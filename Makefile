@@ -16,13 +16,17 @@ UPSAMPLERS ?= nearest,transpose
 SEEDS ?= 0,1,2,3,4,5
 # Extra Hydra overrides for the sweep, e.g. ARGS="train.epochs=20"
 ARGS ?=
+# Data size and generator depth in one word (conf/setting: mnist10, mnist20, mnist28); empty: the
+# tutorial's 10x10 one-step setting
+SETTING ?=
 # Launcher from conf/hydra/launcher/ (local_submitit, slurm) or Hydra's basic (one job at a time);
 # empty: local_parallel, jobs in parallel on this machine
 LAUNCHER ?=
 # Jobs at once and TensorFlow threads per job; empty: from the machine's cores (docs/sweeps.md)
 JOBS ?=
 THREADS ?=
-LAUNCH := $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(if $(JOBS),hydra.launcher.n_jobs=$(JOBS)) \
+CHOSEN_SETTING := $(if $(SETTING),setting=$(SETTING))
+LAUNCH := $(CHOSEN_SETTING) $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(if $(JOBS),hydra.launcher.n_jobs=$(JOBS)) \
 	$(if $(THREADS),train.threads=$(THREADS))
 # `make server`: address, port, run store (any SQLAlchemy URL) and artifact store of the tracking server
 SERVER_HOST ?= 127.0.0.1
@@ -48,7 +52,7 @@ TUNE_DIR ?= outputs/tune/$(subst $(comma),-,$(UPSAMPLERS))
 comma := ,
 
 # make bench's 28x28 part (setting=mnist28, two upsampling steps) times these blocks only:
-# each costs about 5 times a 10x10 block's step (docs/depth.md)
+# each trains several times slower than at 10x10 (docs/performance.md#28x28)
 BENCH_DEEP_UPSAMPLERS ?= nearest transpose
 
 # Sweep to report with `make report` (default: the latest sweep in the store)
@@ -99,7 +103,7 @@ bench-scaling: $(STAMP)  ## run time of real runs against epochs and of sweeps a
 	$(PY) -m src.bench --scaling
 
 train: $(STAMP)  ## one run with the defaults (add ARGS="upsampler=transpose ...")
-	$(PY) -m src.train $(ARGS)
+	$(PY) -m src.train $(CHOSEN_SETTING) $(ARGS)
 
 lint: $(STAMP)  ## ruff lint and format check, and the layer contracts (pyproject.toml: importlinter)
 	$(VENV)/bin/ruff check .

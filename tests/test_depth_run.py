@@ -49,9 +49,9 @@ def test_both_runs_finish_with_every_metric_at_28(sweep):
         assert all(np.isfinite(run.data.metrics[key]) for key in EVERY_METRIC)
         assert run.data.params["setting"] == "mnist28"
         assert run.data.tags["image_size"] == "28" and run.data.tags["generator_steps"] == "2"
-        assert run.data.tags["device"] == "CPU"
+        assert run.data.tags["device"] == "CPU" or run.data.tags["device"].startswith("GPU:0")
         assert float(run.data.tags["classifier_accuracy"]) > 0.97  # measured 0.99
-        # an untrained deeper generator's hidden step leaves its own period-4 pattern
+        # the hidden step's checkerboard is followed over training as the Nyquist one is
         history = MlflowClient(uri).get_metric_history(run.info.run_id, "artifacts/checkerboard_p4")
         assert [point.step for point in history] == [0, 1]
 

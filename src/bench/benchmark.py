@@ -197,7 +197,7 @@ def batch_scaling(images: Any, mode: Mode, base: tuple[str, ...] = ()) -> dict[s
     return scaling
 
 
-def startup_seconds(tmp: Path, warm_ups: int) -> float:
+def startup_seconds(tmp: Path, warm_ups: int, base: tuple[str, ...] = ()) -> float:
     """Wall time from launching ``python -m src.train`` to its first epoch starting.
 
     Run ``warm_ups`` times first so the data, classifier and reference caches and the MLflow
@@ -206,6 +206,7 @@ def startup_seconds(tmp: Path, warm_ups: int) -> float:
     # 2 epochs: Keras prints "Epoch 1/N" only when N > 1.
     args = isolated_run_command(
         tmp,
+        *base,
         "data.limit=512",
         "train.epochs=2",
         "eval.samples=100",
@@ -248,8 +249,9 @@ def evaluation_seconds(mode: Mode, base: tuple[str, ...] = ()) -> float:
     return time.perf_counter() - started
 
 
-def logging_seconds(tmp: Path, repeats: int = 5) -> float:
-    """Per-epoch MLflow cost: one epoch's metrics and its 64-sample grid, into a sqlite store."""
+def logging_seconds(tmp: Path, repeats: int = 5, image_size: int = 10) -> float:
+    """Per-epoch MLflow cost: one epoch's metrics and its 64-sample grid of ``image_size``
+    images, into a sqlite store."""
     import numpy as np
 
     from src.evaluation.sample_grid import sample_grid
@@ -258,7 +260,7 @@ def logging_seconds(tmp: Path, repeats: int = 5) -> float:
 
     uri = f"sqlite:///{tmp / 'log.db'}"
     run = store.start_run(uri, store.ensure_experiment(uri, "bench", None), "bench", {})
-    grid = sample_grid(np.zeros((64, 10, 10, 1), np.float32), 4)
+    grid = sample_grid(np.zeros((64, image_size, image_size, 1), np.float32), 4)
     metrics = sectioned(dict.fromkeys(EPOCH_NAMES, 1.0))
     started = time.perf_counter()
     for step in range(repeats):
@@ -379,8 +381,10 @@ def step_benchmark(
             "batch_scaling_images_per_second": batch_scaling(images, mode, base),
             "final_evaluation_seconds": evaluation_seconds(mode, base),
             "eval_samples": mode.eval_samples,
-            "startup_to_first_epoch_seconds": startup_seconds(tmp, mode.warm_ups),
-            "mlflow_logging_seconds_per_epoch": logging_seconds(tmp),
+            "startup_to_first_epoch_seconds": startup_seconds(tmp, mode.warm_ups, base),
+            "mlflow_logging_seconds_per_epoch": logging_seconds(
+                tmp, image_size=settings.data.image_size
+            ),
             "sweep": sweep_figure(tmp, mode, matmul, results, base),
         }
     # The share is of an epoch of the default upsampler (or the first one measured).

@@ -27,6 +27,7 @@ class ConfigError(ValueError):
 # run part-way through an epoch, with evaluations at eval.fractions equal shares of the budget.
 BUDGET_UNITS = ("epochs", "flops", "seconds")
 BUDGET_EXAMPLES = {"flops": "2.0e13", "seconds": 120}
+MNIST_SIZE = 28  # the side of MNIST's own images: data.image_size goes up to it
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # safe in run names, folder names and filters
 
 
@@ -96,7 +97,11 @@ class DataConfig:
             self.method in RESIZE_METHODS,
             f"data.method={self.method!r} is unknown; use one of {list(RESIZE_METHODS)}",
         )
-        _require(self.image_size >= 2, "data.image_size must be >= 2")
+        _require(
+            2 <= self.image_size <= MNIST_SIZE,
+            f"data.image_size={self.image_size} must be in [2, {MNIST_SIZE}]: MNIST's digits are "
+            f"{MNIST_SIZE}x{MNIST_SIZE}, and a larger size would only enlarge them",
+        )
         _require(
             self.limit is None or self.limit >= 1,
             f"data.limit={self.limit} must be a positive number of images (or null for all)",
@@ -137,6 +142,11 @@ class GeneratorConfig:
         _require(
             self.norm in GENERATOR_NORMS,
             f"generator.norm={self.norm!r} is unknown; use one of {list(GENERATOR_NORMS)}",
+        )
+        _require(
+            self.steps > 1 or self.norm == "none",
+            f"generator.norm={self.norm} follows hidden steps, and generator.steps=1 has none: "
+            "leave generator.norm=none, or add steps",
         )
         # the hidden steps' LeakyReLU reads the sign of its input from its output
         _require(self.leaky_slope >= 0, "generator.leaky_slope must be >= 0")

@@ -1,4 +1,4 @@
-"""Training batches: the whole 10x10 training set stays one in-memory tensor, and each epoch
+"""Training batches: the whole (downscaled) training set stays one in-memory tensor, and each epoch
 draws a permutation of indices from (seed, epoch) alone.
 
 Keras' own array adapter shuffles with stateful randomness, so an epoch's order depends on how

@@ -46,12 +46,13 @@ TABLE_METRICS: list[tuple[str, str, bool | None, str]] = [
     ("class_coverage", "classes", False, "{:.1f}"),
     ("checkerboard", "checkerboard", None, "{:+.3f}"),
     ("checkerboard_p4", "checkerboard p4", None, "{:+.3f}"),
+    ("checkerboard_p8", "checkerboard p8", None, "{:+.3f}"),
     ("spectrum_error", "spectrum error", True, "{:.3f}"),
     ("images_per_second", "images/s", False, "{:,.0f}"),
     ("train_seconds", "train s", True, "{:.1f}"),
 ]
 # Columns shown only when a run has them: a deeper generator's hidden step's checkerboard
-OPTIONAL_COLUMNS = {"checkerboard_p4"}
+OPTIONAL_COLUMNS = {"checkerboard_p4", "checkerboard_p8"}
 # Pairwise comparisons; lower is better (checkerboard is compared by its distance from 0).
 PAIR_METRICS = ["fd", "checkerboard"]
 LEVEL = 0.05  # family-wise error of each metric's pairwise comparisons (Holm)
@@ -123,8 +124,14 @@ def _metric_history(client: Any, run_id: str, key: str) -> list:
 
 
 def pair_metrics(runs: Any) -> list[str]:
-    """PAIR_METRICS, and the earlier steps' checkerboards when the runs have them."""
-    return PAIR_METRICS + step_checkerboards(runs.columns)
+    """PAIR_METRICS, and the earlier steps' checkerboards when these runs have them (a column
+    of the search can come from other sweeps' runs, empty in these)."""
+    return PAIR_METRICS + _step_checkerboards(runs)
+
+
+def _step_checkerboards(runs: Any) -> list[str]:
+    measured = [column for column in runs.columns if runs[column].notna().any()]
+    return step_checkerboards(measured)
 
 
 def _margin(margins: dict[str, float | None] | None, key: str) -> float | None:
@@ -689,7 +696,7 @@ def _build_report(
         _plot_over_epochs(client, runs, ["d_loss", "g_loss"], folder / "losses.png")
         figures["Losses over epochs"] = "losses.png"
         if np.isfinite(_column(runs, "fd")).any():
-            shown = ["fd", "checkerboard", *step_checkerboards(runs.columns)]
+            shown = ["fd", "checkerboard", *_step_checkerboards(runs)]
             _plot_over_epochs(client, runs, shown, folder / "quality.png")
             figures["FD and checkerboard over epochs"] = "quality.png"
         if _plot_spectra(client, runs, folder / "spectrum.png", Path(scratch)):

@@ -145,6 +145,7 @@ class SweepCallback(Callback):
                 raise schema.ConfigError(f"job {label}: {schema.one_line(error)}") from None
             jobs.append(settings)
             keys.append(key)
+        _check_one_shape(jobs)
         threads = sorted({job.train.threads for job in jobs})
         if launchers.shares_processes(self.launcher) and len(threads) > 1:
             raise schema.ConfigError(
@@ -400,3 +401,17 @@ def _varying(every: list[list[str]], overrides: list[str]) -> list[str]:
             key, _, value = item.partition("=")
             values.setdefault(key, set()).add(value)
     return [item for item in overrides if len(values[item.partition("=")[0]]) > 1]
+
+
+def _check_one_shape(jobs: list) -> None:
+    """One image size and generator depth per sweep: the report compares runs by upsampler and
+    seed, and FD at two sizes comes from two classifiers (no common scale)."""
+    from src.config import schema
+
+    shapes = sorted({(job.data.image_size, job.generator.steps) for job in jobs})
+    if len(shapes) > 1:
+        listed = ", ".join(f"{size}x{size} in {steps} step(s)" for size, steps in shapes)
+        raise schema.ConfigError(
+            f"this sweep mixes image sizes or generator depths ({listed}), which its report "
+            "cannot compare (each size has its own classifier): run one sweep per setting"
+        )
