@@ -468,9 +468,8 @@ def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         prog="python -m src.bench", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--mode", choices=sorted(MODES), default="full")
-    settings = sorted(
-        path.stem for path in (files.project_root() / "conf" / "setting").glob("*.yaml")
-    )
+    setting_files = (Path(files.project_root()) / "conf" / "setting").glob("*.yaml")
+    settings = sorted(path.stem for path in setting_files)
     parser.add_argument(
         "--setting",
         choices=settings,

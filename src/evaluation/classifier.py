@@ -199,7 +199,8 @@ def load_or_train(data: Mnist10, cache_dir: str | Path, method: str) -> DigitCla
         return cached
     messages.say(
         f"notice: training the digit classifier for this data version (once, cached in "
-        f"{cache_dir}; {len(data.x_train):,} images, about half a minute)"
+        f"{cache_dir}; {len(data.x_train):,} images, about half a minute at 10x10, two at "
+        "28x28)"
     )
     model, train_seconds, accuracy = _train(data)
     model_path, info_path = cache_paths(cache_dir, key)
