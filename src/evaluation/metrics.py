@@ -308,7 +308,12 @@ def checkerboard(images: np.ndarray, real_share: float) -> float:
     (log of the excess factor) with checkerboard artifacts, negative for over-smooth images.
     Shares are floored at 1e-12 so that constant images give a finite (very negative) value.
     """
-    return float(np.log(max(nyquist_share(images), _TINY) / max(real_share, _TINY)))
+    return _log_ratio(nyquist_share(images), real_share)
+
+
+def _log_ratio(fake_share: float, real_share: float) -> float:
+    """log(fake / real) of two spectral shares, each floored at 1e-12."""
+    return float(np.log(max(fake_share, _TINY) / max(real_share, _TINY)))
 
 
 def earlier_step_periods(steps: int) -> list[int]:
@@ -327,15 +332,19 @@ def earlier_step_checkerboards(
 ) -> dict[str, float]:
     """``checkerboard_p<period>`` for each period of :func:`earlier_step_periods`: log of the
     generated images' share of energy at that period over the real images' (as
-    :func:`checkerboard` at the Nyquist frequency). Empty for a one-step generator."""
+    :func:`checkerboard` at the Nyquist frequency). Empty for a one-step generator, which
+    skips the spectrum altogether."""
+    periods = earlier_step_periods(steps)
+    if not periods:
+        return {}
     power = mean_power(images)
     side = power.shape[0]
-    values = {}
-    for period in earlier_step_periods(steps):
-        fake = frequency_share(power, side // period)
-        real = frequency_share(real_spectrum, side // period)
-        values[f"checkerboard_p{period}"] = float(np.log(max(fake, _TINY) / max(real, _TINY)))
-    return values
+    return {
+        f"checkerboard_p{period}": _log_ratio(
+            frequency_share(power, side // period), frequency_share(real_spectrum, side // period)
+        )
+        for period in periods
+    }
 
 
 def radial_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -407,7 +416,8 @@ class RealReference:
         features, probabilities = classifier.predict(images)
         mean, cov = gaussian_stats(features)
         frequencies, power = radial_spectrum(images)
-        share = nyquist_share(images)
+        spectrum = mean_power(images)
+        share = frequency_share(spectrum, spectrum.shape[0] // 2)  # nyquist_share, one FFT fewer
         summary = {f"real_{name}": value for name, value in class_metrics(probabilities).items()}
         summary["real_nyquist_share"] = share
         with _blas_threads(BLAS_THREADS):
@@ -422,7 +432,7 @@ class RealReference:
             nyquist_share=share,
             frequencies=frequencies,
             power=power,
-            spectrum=mean_power(images),
+            spectrum=spectrum,
             summary=summary,
         )
 
